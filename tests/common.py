@@ -1,0 +1,27 @@
+"""Shared by the tests: paths, the project's modules, and a way to run test.py as a user would."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import dlc_practical_prologue as prologue  # noqa: E402
+import models  # noqa: E402
+import train  # noqa: E402
+
+# test.py by its path: the name 'test' is also a package of the standard library.
+_spec = importlib.util.spec_from_file_location('study_main', os.path.join(ROOT, 'test.py'))
+study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(study)
+
+# Tests that need MNIST read it where the project does: $PYTORCH_DATA_DIR, else ./data.
+DATA_DIR = prologue.data_root()
+
+
+def run_cli(*args, env=None, timeout=600):
+    """Runs `python test.py ARGS` in the project folder; returns the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'test.py'), *args], cwd=ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,223 @@
+"""test.py as a user runs it: results files, bad input, interruption and determinism."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from tests.common import ROOT, run_cli
+
+QUICK = ('--quick', '--workers', '1')
+
+
+class Results(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def run_json(self, *args, name='out.json'):
+        path = os.path.join(self.dir, name)
+        done = run_cli(*args, '--json', path)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        with open(path) as f:
+            return json.load(f), done
+
+    def test_quick_json_has_the_four_variants_and_the_best_model(self):
+        data, done = self.run_json(*QUICK)
+        names = [r['name'] for r in data['rows']]
+        self.assertEqual(names, ['plain', 'ws', 'aux', 'ws+aux', 'best'])
+        self.assertTrue(data['complete'])
+        self.assertEqual(data['study'], 'variants')
+        self.assertIn('torch', data['environment'])
+        for r in data['rows']:
+            self.assertEqual(r['summary']['n'], 1)
+            self.assertGreater(r['nb_parameters'], 1000)
+            self.assertTrue(0 <= r['runs'][0]['test_error'] <= 100)
+        params = {r['name']: r['nb_parameters'] for r in data['rows']}
+        self.assertEqual(params['ws'], params['ws+aux'])
+        self.assertGreater(params['plain'], params['ws'])
+        # One greppable line per run and the table.
+        self.assertEqual(done.stdout.count('run study=variants'), 5)
+        self.assertIn('test err %', done.stdout)
+
+    def test_same_seed_same_numbers_different_seed_different_pairs(self):
+        args = QUICK + ('--variant', 'ws+aux', '--rounds', '2')
+        a, _ = self.run_json(*args, name='a.json')
+        b, _ = self.run_json(*args, name='b.json')
+        c, _ = self.run_json(*args, '--seed', '7', name='c.json')
+        pick = lambda d, k: [r[k] for r in d['rows'][0]['runs']]
+        self.assertEqual(pick(a, 'test_error'), pick(b, 'test_error'))
+        self.assertEqual(pick(a, 'final_loss'), pick(b, 'final_loss'))
+        self.assertEqual(pick(a, 'data_seed'), pick(b, 'data_seed'))
+        self.assertNotEqual(pick(a, 'data_seed'), pick(c, 'data_seed'))
+        self.assertEqual(a['settings']['seed'], 0)
+        self.assertEqual(c['settings']['seed'], 7)
+        for key in ('threads', 'workers', 'channels_last', 'bf16'):
+            self.assertIn(key, a['settings'])
+
+    def test_worker_processes_give_the_same_numbers(self):
+        args = ('--quick', '--variant', 'ws,best', '--rounds', '2', '--threads', '1')
+        one, _ = self.run_json(*args, '--workers', '1', name='one.json')
+        two, _ = self.run_json(*args, '--workers', '2', name='two.json')
+        losses = lambda d: [[r['final_loss'] for r in row['runs']] for row in d['rows']]
+        self.assertEqual(losses(one), losses(two))
+
+    def test_study_list_names_every_study(self):
+        done = run_cli('--study', 'list')
+        self.assertEqual(done.returncode, 0)
+        for name in ('variants', 'baselines', 'backbones', 'heads', 'aux_weight',
+                     'regularization', 'curves', 'data_size', 'no_digit_labels', 'tuning'):
+            self.assertIn(name, done.stdout)
+
+
+class BadInput(unittest.TestCase):
+    """One line on stderr saying what is wrong and what is allowed; exit 2; nothing trained."""
+
+    CASES = [
+        (('--rounds', '0'), 'whole number >= 1'),
+        (('--rounds', '-2'), 'whole number >= 1'),
+        (('--rounds', 'ten'), "expected a whole number, got 'ten'"),
+        (('--epochs', '0'), '--epochs'),
+        (('--batch_size', '0'), '--batch_size'),
+        (('--pairs', '0'), '--pairs'),
+        (('--pairs', '30001'), 'from 1 to 30000'),
+        (('--test_pairs', '5001'), 'from 1 to 5000'),
+        (('--lr', '-1'), 'positive finite number'),
+        (('--lr', 'nan'), 'positive finite number'),
+        (('--lr', 'fast'), 'expected a number'),
+        (('--study', 'nope'), 'choose from list, all, variants'),
+        (('--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, best'),
+        (('--device', 'tpu'), "choose from 'auto', 'cpu', 'cuda'"),
+        (('--json', '/nonexistent-folder/x.json'), 'does not exist'),
+        (('--json', tempfile.gettempdir()), 'is a folder'),
+        (('--seed', '-1'), '--seed'),
+        (('--workers', '0'), '--workers'),
+        (('--bogus',), 'unrecognized arguments'),
+        (('--fast', '--study', 'heads'), '--fast runs its own study'),
+    ]
+
+    def test_each_bad_flag(self):
+        for args, expected in self.CASES:
+            with self.subTest(args=args):
+                done = run_cli(*args)
+                self.assertEqual(done.returncode, 2, done.stderr)
+                self.assertIn(expected, done.stderr)
+                self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+                self.assertNotIn('Traceback', done.stderr)
+                self.assertEqual(done.stdout, '')
+
+    def test_cuda_without_a_gpu(self):
+        import torch
+        if torch.cuda.is_available():
+            self.assertEqual(run_cli('--device', 'cuda', '--help').returncode, 0)
+            return
+        done = run_cli('--device', 'cuda', '--quick')
+        self.assertEqual(done.returncode, 2)
+        self.assertIn('no CUDA GPU', done.stderr)
+
+    def test_unwritable_json(self):
+        folder = tempfile.mkdtemp()
+        try:
+            path = os.path.join(folder, 'r.json')
+            with open(path, 'w'):
+                pass
+            os.chmod(path, 0o444)
+            if os.geteuid() == 0:  # root writes anyway; a path under a file is unwritable for all
+                path = os.path.join(path, 'x.json')
+            done = run_cli(*QUICK, '--json', path)
+            self.assertEqual(done.returncode, 2)
+            self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+            self.assertEqual(done.stdout, '')
+        finally:
+            shutil.rmtree(folder)
+
+
+class Data(unittest.TestCase):
+    def test_missing_data_without_network(self):
+        folder = tempfile.mkdtemp()
+        try:
+            done = run_cli(*QUICK, '--data_dir', folder, env={'MNIST_MIRROR': 'http://127.0.0.1:9/'})
+            self.assertEqual(done.returncode, 1)
+            lines = done.stderr.strip().splitlines()
+            self.assertEqual(len(lines), 1, done.stderr)
+            self.assertIn('train-images-idx3-ubyte.gz is missing and could not be downloaded', lines[0])
+            self.assertIn('--data_dir', lines[0])
+            self.assertNotIn('run study', done.stdout)
+            self.assertFalse(any(f.endswith('.gz') or f.endswith('.part')
+                                 for _, _, files in os.walk(folder) for f in files))
+        finally:
+            shutil.rmtree(folder)
+
+    def test_corrupt_file_names_it(self):
+        folder = tempfile.mkdtemp()
+        try:
+            from tests.common import prologue
+            raw = prologue.raw_dir(folder)
+            shutil.copytree(prologue.raw_dir(), raw)
+            bad = os.path.join(raw, 'train-labels-idx1-ubyte.gz')
+            os.chmod(raw, 0o755)
+            os.chmod(bad, 0o644)
+            with open(bad, 'r+b') as f:
+                f.truncate(1000)
+            done = run_cli(*QUICK, '--data_dir', folder)
+            self.assertEqual(done.returncode, 1)
+            self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+            self.assertIn(bad, done.stderr)
+            self.assertIn('truncated or corrupt', done.stderr)
+        finally:
+            shutil.rmtree(folder)
+
+
+class Training(unittest.TestCase):
+    def test_huge_learning_rate_stops_the_run_with_a_clear_message(self):
+        done = run_cli(*QUICK, '--variant', 'ws+aux', '--lr', '1e30')
+        self.assertEqual(done.returncode, 1)
+        self.assertRegex(done.stderr, r'row ws\+aux round 0: the training loss became (nan|inf) '
+                                      r'at epoch \d; try a smaller --lr')
+        self.assertNotIn('Traceback', done.stderr)
+        self.assertIn('diverged', done.stdout)
+        self.assertNotIn('test_error=', done.stdout)
+
+
+class Interrupt(unittest.TestCase):
+    def test_ctrl_c_keeps_finished_rounds(self):
+        folder = tempfile.mkdtemp()
+        path = os.path.join(folder, 'partial.json')
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, os.path.join(ROOT, 'test.py'), '--variant', 'ws', '--rounds', '50',
+                 '--pairs', '200', '--epochs', '2', '--workers', '2', '--json', path],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            lines = []
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                line = proc.stdout.readline()
+                lines.append(line)
+                if line.startswith('run study=variants row=ws round=') and len(lines) > 4:
+                    break
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 130, err)
+            self.assertNotIn('Traceback', err)
+            self.assertIn('interrupted', err)
+            self.assertIn('test err %', out)
+            with open(path) as f:
+                data = json.load(f)
+            self.assertFalse(data['complete'])
+            runs = data['rows'][0]['runs']
+            self.assertGreaterEqual(len(runs), 1)
+            self.assertLess(len(runs), 50)
+            self.assertEqual(data['rows'][0]['summary']['n'], len(runs))
+            self.assertEqual([f for f in os.listdir(folder)], ['partial.json'])
+        finally:
+            shutil.rmtree(folder)
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,123 @@
+"""The training loop and the evaluation function."""
+import unittest
+
+import torch
+
+from tests.common import DATA_DIR, models, study, train
+
+
+def toy_pairs(n, seed=0):
+    """Pairs of fake digits: digit d is a bright row at height d, so the task is learnable."""
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.randint(0, 10, (n, 2), generator=g)
+    input = 0.1 * torch.randn(n, 2, 14, 14, generator=g)
+    input[torch.arange(n)[:, None], torch.arange(2), 2 + classes, 3:11] += 1.0
+    return input, (classes[:, 0] <= classes[:, 1]).long(), classes
+
+
+class Loop(unittest.TestCase):
+    def test_learns_toy_digits(self):
+        torch.manual_seed(0)
+        input, target, classes = toy_pairs(400)
+        test_input, test_target, test_classes = toy_pairs(200, seed=1)
+        model = models.SiameseNet(head='posterior')
+        losses = train.train_model(model, input, target, classes, nb_epochs=8, aux_weight=1.0,
+                                   lr=3e-3, generator=torch.Generator().manual_seed(0))
+        self.assertLess(losses[-1], losses[0] / 3)
+        result = train.evaluate(model, test_input, test_target, test_classes)
+        self.assertLess(result['pair_error'], 10.0)
+        self.assertLess(result['digit_error'], 10.0)
+
+    def test_nan_loss_stops_with_the_epoch(self):
+        torch.manual_seed(0)
+        input, target, classes = toy_pairs(100)
+        input[0, 0, 0, 0] = float('nan')
+        with self.assertRaisesRegex(train.TrainingDiverged, 'nan at epoch 1'):
+            train.train_model(models.SiameseNet(), input, target, classes, nb_epochs=3)
+
+    def test_repair_needs_the_digit_loss(self):
+        input, target, classes = toy_pairs(10)
+        with self.assertRaisesRegex(ValueError, 'aux_weight'):
+            train.train_model(models.SiameseNet(), input, target, classes, repair=True)
+
+    def test_repair_keeps_the_digits_and_recomputes_targets(self):
+        input, target, classes = toy_pairs(50)
+        new_input, new_target, new_classes = train.repair_digits(input, classes,
+                                                                 torch.Generator().manual_seed(1))
+        self.assertTrue(torch.equal(new_target, (new_classes[:, 0] <= new_classes[:, 1]).long()))
+        self.assertEqual(sorted(new_classes.flatten().tolist()), sorted(classes.flatten().tolist()))
+        self.assertFalse(torch.equal(new_classes, classes))
+
+    def test_evaluate_restores_mode_and_handles_a_partial_batch(self):
+        input, target, classes = toy_pairs(7)
+        model = models.SiameseNet(batch_norm=True).train()
+        a = train.evaluate(model, input, target, classes, mini_batch_size=3)
+        self.assertTrue(model.training)
+        b = train.evaluate(model, input, target, classes, mini_batch_size=100)
+        self.assertEqual(a['pair_error'], b['pair_error'])
+        self.assertEqual(len(a['pair_pred']), 7)
+
+    def test_one_cycle_rises_then_falls_to_zero(self):
+        factor = train.one_cycle(100)
+        values = [factor(step) for step in range(100)]
+        self.assertAlmostEqual(max(values), 1.0)
+        self.assertEqual(values.index(max(values)), 24)
+        self.assertLess(values[-1], 0.02)
+        self.assertGreater(train.one_cycle(2)(1), 0)  # tiny runs work too
+
+
+class Shifts(unittest.TestCase):
+    def test_fixed_shift_moves_pixels_and_fills_background(self):
+        x = torch.zeros(1, 2, 14, 14) - 1
+        x[0, :, 5, 5] = 3.0
+        moved = train.shift_images(x, 1, shifts=torch.tensor([[[1, -1], [0, 1]]]))
+        self.assertEqual(moved[0, 0, 6, 4].item(), 3.0)
+        self.assertEqual(moved[0, 1, 5, 6].item(), 3.0)
+        self.assertEqual(moved.sum().item(), x.sum().item())  # background fill, nothing lost
+
+    def test_zero_shift_is_identity(self):
+        x = torch.randn(4, 2, 14, 14)
+        same = train.shift_images(x, 2, shifts=torch.zeros(4, 2, 2, dtype=torch.long))
+        self.assertTrue(torch.equal(same, x))
+
+
+def settings(**kw):
+    base = dict(seed=0, device='cpu', data_dir=DATA_DIR, validation=False, channels_last=True,
+                bf16=train.native_bf16(), curves=False, verbose=False, keep_mistakes=False,
+                round=0, threads=1)
+    return dict(base, **kw)
+
+
+class RealDigits(unittest.TestCase):
+    """One run on real MNIST pairs, as test.py does it."""
+
+    def test_a_short_run_beats_chance_clearly(self):
+        config = dict(study.HYP, name='t', nb_pairs=300, nb_test_pairs=300, nb_epochs=10,
+                      aux_weight=1.0, head='posterior', batch_norm=True, lr=3e-3)
+        result = study.run_one((config, settings()))
+        # Chance is about 45 % (the majority class); a working loop is far below it.
+        self.assertLess(result['test_error'], 15.0)
+        self.assertLess(result['test_digit_error'], 20.0)
+
+    def test_same_seed_same_numbers_other_seed_other_numbers(self):
+        config = dict(study.HYP, name='t', nb_pairs=200, nb_test_pairs=200, nb_epochs=2,
+                      aux_weight=1.0, shift=1, repair=True, dropout=0.1)
+        keys = ('data_seed', 'test_error', 'train_error', 'final_loss', 'test_digit_error')
+        a, b = (study.run_one((config, settings())) for _ in range(2))
+        c = study.run_one((config, settings(seed=1)))
+        self.assertEqual([a[k] for k in keys], [b[k] for k in keys])
+        self.assertNotEqual(a['data_seed'], c['data_seed'])
+        self.assertNotEqual(a['final_loss'], c['final_loss'])
+
+    def test_validation_never_draws_test_pairs(self):
+        config = dict(study.HYP, name='t', nb_pairs=200, nb_epochs=1)
+        data = study.load_pairs(config, 123, settings(validation=True, round=1))
+        self.assertEqual((data[0].size(0), data[3].size(0)), (150, 50))
+        train_pairs = study.prologue.generate_split_pairs(200, 'train',
+                                                          torch.Generator().manual_seed(123))
+        # The held-out quarter is a slice of the training pairs (quarter 1 for round 1).
+        self.assertTrue(torch.equal(data[3], train_pairs[0][50:100]))
+
+
+if __name__ == '__main__':
+    unittest.main()
