@@ -496,7 +496,7 @@ def parse_args(argv):
                           help='rounds per row, each with fresh pairs and weights (default 10)')
     settings.add_argument('--epochs', type=whole(1), default=None,
                           help='epochs for every row (default: per row, see HYP in test.py)')
-    settings.add_argument('--batch_size', type=whole(1), default=None,
+    settings.add_argument('--batch_size', type=whole(2), default=None,
                           help=f"mini-batch size for every row (default {HYP['mini_batch_size']})")
     settings.add_argument('--lr', type=positive_float, default=None,
                           help='learning rate for every row (default: per row)')
@@ -604,8 +604,9 @@ def study_rows(name, args):
             prologue.check_pair_count(r['nb_test_pairs'], 'test')
         except ValueError as e:
             fail(str(e))
-        if r['nb_pairs'] * (0.75 if name in VALIDATION_STUDIES or args.validation else 1) < 4:
-            fail(f"--pairs {r['nb_pairs']} is too few to train on; use at least 8")
+        if r['nb_pairs'] < 8:
+            fail(f"--pairs {r['nb_pairs']} is too few to train on (and to hold out a quarter); "
+                 f"use at least 8")
     return rows, reference
 
 

@@ -107,9 +107,12 @@ def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
             input, target, classes = repair_digits(input, classes, generator)
         if shift:
             input = shift_images(input, shift, generator)
-        order = torch.randperm(input.size(0), generator=generator).to(device)
+        batches = list(torch.randperm(input.size(0), generator=generator).to(device)
+                       .split(mini_batch_size))
+        if len(batches) > 1 and batches[-1].numel() == 1:  # batch norm needs two samples
+            batches[-2:] = [torch.cat(batches[-2:])]
         total = torch.zeros((), device=device)
-        for batch in order.split(mini_batch_size):
+        for batch in batches:
             with autocast(device, bf16):
                 pair_logits, digit_logits = model(input[batch])
                 loss = F.cross_entropy(pair_logits.float(), target[batch])

@@ -35,6 +35,14 @@ class Loop(unittest.TestCase):
         with self.assertRaisesRegex(train.TrainingDiverged, 'nan at epoch 1'):
             train.train_model(models.SiameseNet(), input, target, classes, nb_epochs=3)
 
+    def test_a_last_batch_of_one_pair_is_merged(self):
+        # 11 pairs in batches of 5 would leave one pair alone, which batch norm cannot train on.
+        input, target, classes = toy_pairs(11)
+        for model in (models.SiameseNet(share_weights=False), models.PairNet(batch_norm=True)):
+            losses = train.train_model(model, input, target, classes, nb_epochs=2,
+                                       mini_batch_size=5)
+            self.assertEqual(len(losses), 2)
+
     def test_repair_needs_the_digit_loss(self):
         input, target, classes = toy_pairs(10)
         with self.assertRaisesRegex(ValueError, 'aux_weight'):
