@@ -13,6 +13,7 @@ Importing this module has no side effects.
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import struct
 import sys
@@ -76,7 +77,7 @@ def _decode(path, name, content):
         raise DataError(f'{path} is not the expected IDX file (magic number {got_magic}, '
                         f'expected {magic}); replace it with the original MNIST file, or {FIX}')
     got_shape = struct.unpack('>' + 'I' * len(shape), content[4:header])
-    if got_shape != shape or len(content) != header + _prod(shape):
+    if got_shape != shape or len(content) != header + math.prod(shape):
         raise DataError(f'{path} has the wrong size (header {got_shape}, {len(content) - header} '
                         f'bytes of data; expected {shape}); delete it and rerun to download it '
                         f'again, or {FIX}')
@@ -84,13 +85,6 @@ def _decode(path, name, content):
         raise DataError(f'{path} fails its checksum (MD5 of the content is not {md5}); delete it '
                         f'and rerun to download it again, or {FIX}')
     return torch.frombuffer(bytearray(content), dtype=torch.uint8, offset=header).view(shape)
-
-
-def _prod(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def _read(path, name):

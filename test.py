@@ -242,6 +242,7 @@ def run_one(task):
             print(f"epoch {config['name']} round={settings['round']} epoch={epoch + 1} "
                   f"train_error={curve['train_error'][-1]:.2f}", flush=True)
 
+    bf16 = settings['bf16'] and config['bf16']
     start = time.perf_counter()
     try:
         losses = train.train_model(
@@ -250,14 +251,12 @@ def run_one(task):
             weight_decay=config['weight_decay'], aux_weight=config['aux_weight'],
             shift=config['shift'], repair=config['repair'], schedule=config['schedule'],
             generator=torch.Generator().manual_seed(seed_for(settings['seed'], settings['round'], 'train')),
-            bf16=settings['bf16'] and config['bf16'],
-            on_epoch=on_epoch if settings['curves'] else None)
+            bf16=bf16, on_epoch=on_epoch if settings['curves'] else None)
     except train.TrainingDiverged as e:
         return dict(result, status='diverged', message=str(e))
     result['seconds'] = time.perf_counter() - start
     result['final_loss'] = losses[-1]
     start = time.perf_counter()
-    bf16 = settings['bf16'] and config['bf16']
     test = train.evaluate(model, test_input, test_target, test_classes, tta=config['tta'], bf16=bf16)
     result['eval_seconds'] = time.perf_counter() - start
     trained = train.evaluate(model, train_input, train_target, train_classes, tta=config['tta'],
@@ -527,7 +526,7 @@ def parse_args(argv):
     speed.add_argument('--no_channels_last', action='store_true', help='keep the NCHW memory format')
     speed.add_argument('--no_bf16', action='store_true',
                        help='train in float32 even where the CPU has native bfloat16')
-    return parser, parser.parse_args(argv)
+    return parser.parse_args(argv)
 
 
 def fail(message, status=2):
@@ -560,7 +559,7 @@ def write_json(path, data):
             os.remove(tmp)
 
 
-def resolve_settings(parser, args):
+def resolve_settings(args):
     if args.device == 'cuda' and not torch.cuda.is_available():
         fail("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
     device = 'cuda' if args.device == 'auto' and torch.cuda.is_available() else (
@@ -622,12 +621,7 @@ def run_study(name, args, settings, json_path):
     rounds = args.rounds or (1 if args.quick else 10)
     validation = args.validation or name in VALIDATION_STUDIES
     settings = dict(settings, rounds=rounds, validation=validation, curves=name == 'curves')
-    try:  # read (or download) and check MNIST once here, before any worker starts
-        prologue.downsampled('train', settings['data_dir'])
-        if not validation:
-            prologue.downsampled('test', settings['data_dir'])
-    except prologue.DataError as e:
-        fail(str(e), status=1)
+    check_data(settings['data_dir'], test=not validation)
     nb_params = {r['name']: models.nb_parameters(build_model(r)) for r in rows}
     tasks = [(r, dict(settings, round=k, keep_mistakes=name == 'variants' and k == 0
                       and r['name'] == 'best'))
@@ -684,9 +678,7 @@ def run_study(name, args, settings, json_path):
         command=' '.join(['python', 'test.py'] + sys.argv[1:]), reference=reference,
         errors_in='percent', evaluated_on='held-out training pairs' if validation else 'test pairs',
         settings={k: v for k, v in settings.items() if k not in ('verbose', 'keep_mistakes')},
-        environment=dict(torch=torch.__version__, python=platform.python_version(),
-                         machine=platform.machine(), system=platform.system(),
-                         cpu_count=os.cpu_count(), cpu=cpu_name()),
+        environment=environment(),
         started=started, wall_seconds=time.perf_counter() - wall, rows=out_rows)
     print(f"\n{sum(len(v) for v in runs.values())} runs in {result['wall_seconds']:.1f} s wall time"
           + (f'; results in {json_path}' if json_path else ''))
@@ -695,6 +687,22 @@ def run_study(name, args, settings, json_path):
     if not complete:
         sys.exit(130)
     return not diverged
+
+
+def check_data(data_dir, test):
+    """Reads (or downloads) and checks MNIST once here, before any run or worker starts."""
+    try:
+        prologue.downsampled('train', data_dir)
+        if test:
+            prologue.downsampled('test', data_dir)
+    except prologue.DataError as e:
+        fail(str(e), status=1)
+
+
+def environment():
+    return dict(torch=torch.__version__, python=platform.python_version(),
+                machine=platform.machine(), system=platform.system(),
+                cpu_count=os.cpu_count(), cpu=cpu_name())
 
 
 def cpu_name():
@@ -706,7 +714,7 @@ def cpu_name():
 
 
 def main(argv=None):
-    parser, args = parse_args(argv)
+    args = parse_args(argv)
     if args.study == 'list':
         for name, (about, _, _) in STUDIES.items():
             print(f'{name:<16} {about}')
@@ -721,7 +729,7 @@ def main(argv=None):
              f'NAME.json there (default report/results/)')
     if args.json and args.study != 'all':
         check_json_path(args.json)
-    settings = resolve_settings(parser, args)
+    settings = resolve_settings(args)
     if args.bench:
         return bench(args, settings)
     names = ([n for n in STUDIES if n not in ('tuning', 'fast')] if args.study == 'all'
@@ -756,11 +764,7 @@ def bench(args, settings):
     rounds = args.rounds or 3
     cores = os.cpu_count() or 1
     settings = dict(settings, rounds=rounds, validation=False, curves=False)
-    try:
-        prologue.downsampled('train', settings['data_dir'])
-        prologue.downsampled('test', settings['data_dir'])
-    except prologue.DataError as e:
-        fail(str(e), status=1)
+    check_data(settings['data_dir'], test=True)
     rows = variants() + [row('fast', 'FAST', **FAST)]
     for r in rows + [REFERENCE]:
         r.update({k: v for k, v in {'nb_epochs': args.epochs, 'mini_batch_size': args.batch_size,
@@ -804,9 +808,7 @@ def bench(args, settings):
     result = dict(schema=1, study='bench', complete=True,
                   command=' '.join(['python', 'test.py'] + sys.argv[1:]), errors_in='percent',
                   settings={k: v for k, v in settings.items() if k != 'verbose'},
-                  environment=dict(torch=torch.__version__, python=platform.python_version(),
-                                   machine=platform.machine(), system=platform.system(),
-                                   cpu_count=cores, cpu=cpu_name(), native_bf16=train.native_bf16()),
+                  environment=dict(environment(), native_bf16=train.native_bf16()),
                   reference=dict(config=public_config(REFERENCE), seconds=ref_seconds, runs=ref),
                   models=report, parallel=parallel)
     if args.json:
