@@ -89,6 +89,37 @@ class Shifts(unittest.TestCase):
         self.assertTrue(torch.equal(same, x))
 
 
+def ink_slant(images):
+    """x-y covariance over y variance of the ink of each image: 0 for an upright stroke."""
+    h, w = images.shape[-2:]
+    y = torch.arange(h, dtype=torch.float32).view(h, 1)
+    x = torch.arange(w, dtype=torch.float32).view(1, w)
+    m = images.sum((-2, -1))
+    ym, xm = (images * y).sum((-2, -1)) / m, (images * x).sum((-2, -1)) / m
+    dy, dx = y - ym[..., None, None], x - xm[..., None, None]
+    return (images * dy * dx).sum((-2, -1)) / (images * dy ** 2).sum((-2, -1))
+
+
+class Deskew(unittest.TestCase):
+    def test_a_slanted_stroke_becomes_upright(self):
+        x = torch.zeros(1, 2, 14, 14)
+        for row in range(2, 12):  # a stroke leaning right by half a pixel per row, and one left
+            x[0, 0, row, round(4 + 0.5 * (11 - row))] = 255.0
+            x[0, 1, row, round(4 + 0.5 * row)] = 255.0
+        self.assertTrue(all(abs(s) > 0.4 for s in ink_slant(x).flatten().tolist()))
+        straight = train.deskew(x)
+        self.assertTrue(all(abs(s) < 0.05 for s in ink_slant(straight).flatten().tolist()))
+        self.assertEqual(straight.shape, x.shape)
+        self.assertAlmostEqual(straight.sum().item() / x.sum().item(), 1.0, delta=0.02)
+
+    def test_an_upright_digit_and_a_blank_image_are_unchanged(self):
+        x = torch.zeros(2, 1, 14, 14)
+        x[0, 0, 3:11, 6:8] = 200.0
+        out = train.deskew(x)
+        self.assertTrue(torch.allclose(out, x, atol=1e-3))
+        self.assertFalse(out.isnan().any())
+
+
 def settings(**kw):
     base = dict(seed=0, device='cpu', data_dir=DATA_DIR, validation=False, channels_last=True,
                 bf16=train.native_bf16(), curves=False, verbose=False, keep_mistakes=False,
