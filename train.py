@@ -50,9 +50,9 @@ def deskew(input):
     to learn it away.
     """
     n, c, h, w = input.shape
-    images = input.reshape(n * c, h, w).float()
-    y = torch.arange(h, dtype=torch.float32, device=input.device).view(1, h, 1)
-    x = torch.arange(w, dtype=torch.float32, device=input.device).view(1, 1, w)
+    images = input.reshape(n * c, h, w)
+    y = torch.arange(h, dtype=input.dtype, device=input.device).view(1, h, 1)
+    x = torch.arange(w, dtype=input.dtype, device=input.device).view(1, 1, w)
     mass = images.sum((1, 2), keepdim=True).clamp_min(1e-6)
     y_mean = (images * y).sum((1, 2), keepdim=True) / mass
     x_mean = (images * x).sum((1, 2), keepdim=True) / mass
@@ -64,7 +64,7 @@ def deskew(input):
     source_x = (x + slant * (y - y_mean)).expand(n * c, h, w)
     grid = torch.stack(((2 * source_x + 1) / w - 1, ((2 * y + 1) / h - 1).expand(n * c, h, w)), -1)
     out = F.grid_sample(images[:, None], grid, align_corners=False, padding_mode='zeros')
-    return out.view(n, c, h, w).to(input.dtype)
+    return out.view(n, c, h, w)
 
 
 def shift_images(input, max_shift, generator=None, shifts=None):

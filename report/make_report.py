@@ -318,23 +318,32 @@ def fast_path_check(on, off):
     """Each variant with its fast paths against the plain fp32 loop on the same fresh rounds."""
     if not (on and off):
         return []
+    paired_difference = load_study().paired_difference  # the studies' own paired t interval
     out = [f"A larger check on fresh pairs: `{on['command']}` (the fast paths as in the studies) "
            f"and `{off['command']}` (plain fp32 loop), {on['settings']['rounds']} paired rounds. "
-           'Difference in test error, fast minus fp32, mean ± standard error of the paired '
-           'differences:', '', '| row | fast paths | fp32 % | fast % | difference (pp) |',
+           'Difference in test error, fast minus fp32, with its 95 % paired interval:', '',
+           '| row | fast paths | fp32 % | fast % | difference (pp, 95% CI) |',
            '| --- | --- | ---: | ---: | ---: |']
     plain = rows_by_name(off)
     for r in on['rows']:
-        ref = {x['round']: x['test_error'] for x in plain[r['name']]['runs'] if x['status'] == 'ok'}
-        diffs = [x['test_error'] - ref[x['round']] for x in r['runs']
-                 if x['status'] == 'ok' and x['round'] in ref]
-        mean = sum(diffs) / len(diffs)
-        se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+        ref = plain[r['name']]
         paths = 'channels-last' + (' + bf16' if r['config']['bf16'] and on['settings']['bf16'] else '')
-        out.append(f"| {r['name']} | {paths} | {pm(plain[r['name']]['summary']['test_error'])} | "
-                   f"{pm(r['summary']['test_error'])} | {mean:+.2f} ± {se:.2f} |")
+        out.append(f"| {r['name']} | {paths} | {pm(ref['summary']['test_error'])} | "
+                   f"{pm(r['summary']['test_error'])} | "
+                   f"{diff_text(paired_difference(r['runs'], ref['runs']))} |")
     return out + ['', 'With the fast paths:', '', study_table(on), '', 'Plain fp32 loop:', '',
                   study_table(off), '']
+
+
+def load_study():
+    """test.py by its path (the name 'test' is also a package of the standard library)."""
+    import importlib.util
+    if ROOT not in sys.path:  # test.py imports the project's modules
+        sys.path.insert(0, ROOT)
+    spec = importlib.util.spec_from_file_location('study_main', os.path.join(ROOT, 'test.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def section_limits():
