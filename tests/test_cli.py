@@ -142,16 +142,16 @@ class BadInput(unittest.TestCase):
 class Data(unittest.TestCase):
     def test_missing_data_without_network(self):
         folder = tempfile.mkdtemp()
-        try:
-            done = run_cli(*QUICK, '--data_dir', folder, env={'MNIST_MIRROR': 'http://127.0.0.1:9/'})
+        try:  # a data folder that does not exist yet, as after a typo in --data_dir
+            done = run_cli(*QUICK, '--data_dir', os.path.join(folder, 'typo'),
+                           env={'MNIST_MIRROR': 'http://127.0.0.1:9/'})
             self.assertEqual(done.returncode, 1)
             lines = done.stderr.strip().splitlines()
             self.assertEqual(len(lines), 1, done.stderr)
             self.assertIn('train-images-idx3-ubyte.gz is missing and could not be downloaded', lines[0])
             self.assertIn('--data_dir', lines[0])
             self.assertNotIn('run study', done.stdout)
-            self.assertFalse(any(f.endswith('.gz') or f.endswith('.part')
-                                 for _, _, files in os.walk(folder) for f in files))
+            self.assertEqual(os.listdir(folder), [])  # no file, no empty folder left behind
         finally:
             shutil.rmtree(folder)
 

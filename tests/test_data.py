@@ -195,13 +195,13 @@ class Download(unittest.TestCase):
     def test_no_network(self):
         with self.assertRaisesRegex(prologue.DataError, 'missing and could not be downloaded'):
             self.load('http://127.0.0.1:9/')  # nothing listens on the discard port
-        self.assertEqual(os.listdir(self.raw), [])
+        self.assertEqual(os.listdir(self.root), [])  # no file, no empty folder
 
     def test_interrupted_download_leaves_nothing_and_next_run_recovers(self):
         Handler.half = True
         with self.assertRaisesRegex(prologue.DataError, 'interrupted|IncompleteRead|could not'):
             self.load(self.url)
-        self.assertEqual(os.listdir(self.raw), [])
+        self.assertEqual(os.listdir(self.root), [])  # no file, no empty folder
         Handler.half = False
         prologue._cache.clear()
         self.assertEqual(self.load(self.url)[1].numel(), 10000)
@@ -214,7 +214,7 @@ class Download(unittest.TestCase):
         with mock.patch.object(prologue, '_fetch', half_then_interrupt):
             with self.assertRaises(KeyboardInterrupt):
                 self.load(self.url)
-        self.assertEqual(os.listdir(self.raw), [])
+        self.assertEqual(os.listdir(self.root), [])  # no file, no empty folder
 
     def test_read_only_folder(self):
         os.makedirs(self.raw)
