@@ -100,11 +100,7 @@ def _read(path, name):
 def _download(folder, name, quiet=False):
     """Fetches one file into folder; only a complete, verified file ever gets its final name."""
     path = os.path.join(folder, name)
-    created = []  # the folders this call makes, deepest first, to remove again if it fails
-    parent = os.path.abspath(folder)
-    while not os.path.exists(parent):
-        created.append(parent)
-        parent = os.path.dirname(parent)
+    created = _missing_folders(folder)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
@@ -113,23 +109,8 @@ def _download(folder, name, quiet=False):
     if not os.access(folder, os.W_OK):
         raise DataError(f'{path} is missing and {folder} is not writable, so it cannot be '
                         f'downloaded; {FIX}')
-    partial = path + '.part'  # a fixed name, so a new attempt overwrites an interrupted one
-    reasons = []
-    mirrors = [os.environ['MNIST_MIRROR']] if os.environ.get('MNIST_MIRROR') else MIRRORS
     try:
-        for mirror in mirrors:
-            try:
-                _fetch(mirror + name, partial, name, quiet)
-                tensor = _read(partial, name)
-                os.replace(partial, path)
-                return tensor
-            except (OSError, ValueError, http.client.HTTPException, DataError) as e:
-                reasons.append(f'{mirror}: {getattr(e, "reason", None) or e}')
-            finally:
-                if os.path.exists(partial):
-                    os.remove(partial)
-        raise DataError(f'{path} is missing and could not be downloaded ({"; ".join(reasons)}); '
-                        f'{FIX}')
+        return _from_mirrors(path, name, quiet)
     except BaseException:  # failed or interrupted: leave no empty folders behind (say, after a typo)
         for empty in created:
             try:
@@ -137,6 +118,34 @@ def _download(folder, name, quiet=False):
             except OSError:
                 break
         raise
+
+
+def _missing_folders(folder):
+    """folder and those of its parents that do not exist yet, deepest first."""
+    missing, folder = [], os.path.abspath(folder)
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+def _from_mirrors(path, name, quiet):
+    partial = path + '.part'  # a fixed name, so a new attempt overwrites an interrupted one
+    reasons = []
+    mirrors = [os.environ['MNIST_MIRROR']] if os.environ.get('MNIST_MIRROR') else MIRRORS
+    for mirror in mirrors:
+        try:
+            _fetch(mirror + name, partial, name, quiet)
+            tensor = _read(partial, name)
+            os.replace(partial, path)
+            return tensor
+        except (OSError, ValueError, http.client.HTTPException, DataError) as e:
+            reasons.append(f'{mirror}: {getattr(e, "reason", None) or e}')
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    raise DataError(f'{path} is missing and could not be downloaded ({"; ".join(reasons)}); '
+                    f'{FIX}')
 
 
 def _fetch(url, dest, name, quiet):

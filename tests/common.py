@@ -18,10 +18,10 @@ _spec.loader.exec_module(study)
 
 # Tests that need MNIST read it where the project does: $PYTORCH_DATA_DIR, else ./data.
 DATA_DIR = prologue.data_root()
-_MISSING = [name for name in prologue.FILES
-            if not os.path.exists(os.path.join(prologue.raw_dir(DATA_DIR), name))]
+_RAW = prologue.raw_dir(DATA_DIR)
+_MISSING = [name for name in prologue.FILES if not os.path.exists(os.path.join(_RAW, name))]
 if _MISSING:  # those tests then fail (never skip): say why once, before their tracebacks
-    print(f'tests: MNIST is not in {prologue.raw_dir(DATA_DIR)} (missing {", ".join(_MISSING)}), so '
+    print(f'tests: MNIST is not in {_RAW} (missing {", ".join(_MISSING)}), so '
           'the tests that read it will fail: set PYTORCH_DATA_DIR to a folder holding '
           'mnist/MNIST/raw/, or run `python test.py` once to fetch it into ./data', file=sys.stderr)
 
