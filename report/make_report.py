@@ -354,30 +354,33 @@ def section_limits():
             '- All settings were tuned for the ws+aux and best models and reused for the others; '
             'the plain and ws variants might gain from their own tuning.',
             '- Scratch runs on validation pairs (not kept in the code, so without a results file '
-            'here) found no clear gain from ensembles at equal training time, SGD with Nesterov '
-            'momentum, an exponential moving average of the weights, small random rotations and '
-            'scalings, elastic distortions, cut-out patches, a wider hidden layer (256 units), a '
-            'softmax temperature before the posterior head, centring each digit on its centre of '
-            'mass, or 40 instead of 30 epochs for the best model. With deskewed digits, none of '
-            'these gained either: random rotations, shears, scalings or half-pixel moves while '
-            'training; averaging the test-time predictions over more moves, shears, rotations or '
-            'scalings; a 5x5 first convolution; mixup. An ensemble of two best models (twice the '
+            'here) found no clear gain from any of these, on the best model with or without '
+            'deskewing:',
+            '  - moves while training: small random rotations, shears and scalings, half-pixel '
+            'moves, elastic distortions, cut-out patches, mixup, random stroke thickening and '
+            'thinning (a soft one-pixel dilation or erosion), moving only half of the digits;',
+            '  - other input processing: centring each digit on its centre of mass, scaling each '
+            'digit to the same peak brightness;',
+            '  - evaluation: averaging over more moves, shears, rotations or scalings; taking the '
+            'posterior of the averaged digit probabilities instead of averaging the posteriors; '
+            'a softmax temperature before the posterior head; recomputing the batch-norm '
+            'statistics on the clean training digits;',
+            '  - the branch: a 5x5 first convolution, a wider first layer (48 channels, a little '
+            'over the time budget), a wider hidden layer (256 units), keeping the last row and '
+            'column of the 7x7 feature map (4x4 after pooling), SiLU activations;',
+            '  - optimization: SGD with Nesterov momentum, Adam with beta2 0.99, a shorter '
+            'warm-up, a peak learning rate of 2e-2, batches of 25 or 32 pairs, 40 instead of 30 '
+            'epochs, an exponential moving average of the weights, sharpness-aware minimization '
+            '(SAM, even at twice the training time);',
+            '  - the loss: a lighter pair loss or none at all next to the digit loss;',
+            '  - ensembles at equal training time; an ensemble of two best models (twice the '
             'training time) misread slightly fewer digits but missed as many pairs: many of the '
-            'pairs one model misses, the other misses too. Nor did sharpness-aware minimization '
-            '(SAM, even at twice the training time), recomputing the batch-norm statistics on the '
-            'clean training digits after training, SiLU activations, keeping the last row and '
-            'column of the 7x7 feature map (4x4 after pooling), a wider first layer (48 channels, '
-            'a little over the time budget), a shorter warm-up, Adam with beta2 0.99, or a '
-            'lighter pair loss or none at all next to the digit loss. Two trainings that differ '
-            'only in the scale of the loss (no pair loss, digit-loss weight 3 or 1: Adam is '
-            'almost blind to the scale) differed on 40 validation rounds by about as much as '
-            'most of these changes: finer gains than that need far more rounds than a tuning '
-            'study can afford, and one candidate checked on 120 further rounds lost what it '
-            'seemed to gain. A later pass found no gain either from random stroke thickening '
-            'and thinning (a soft one-pixel dilation or erosion), scaling each digit to the same '
-            'peak brightness, batches of 25 or 32 pairs, a peak learning rate of 2e-2, moving only '
-            'half of the training digits, or taking the posterior of the test-time-averaged digit '
-            'probabilities instead of averaging the posteriors.',
+            'pairs one model misses, the other misses too.',
+            '- Two trainings that differ only in the scale of the loss (no pair loss, digit-loss '
+            'weight 3 or 1: Adam is almost blind to the scale) differed on 40 validation rounds by '
+            'about as much as most of the changes above: finer gains than that need far more '
+            'rounds than a tuning study can afford, and one candidate checked on 120 further '
+            'rounds lost what it seemed to gain.',
             '- Not tried: semi-supervised use of unlabeled images (the task gives 1000 labeled '
             'pairs and nothing else) and digit branches well above 75k parameters, which would '
             'not train within the time budget of the best model.', '']
