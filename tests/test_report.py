@@ -1,4 +1,5 @@
 """The committed report and README block are what make_report.py writes from the committed results."""
+import copy
 import os
 import re
 import sys
@@ -61,7 +62,6 @@ class Report(unittest.TestCase):
                     self.assertEqual(row['summary']['n'], len(errors))
 
     def test_best_is_pooled_only_with_the_same_model_on_other_rounds(self):
-        import copy
         best = make_report.rows_by_name(self.results['variants'])['best']
         more = make_report.rows_by_name(self.results['fastpaths_on'])['best']
         errors = [r['test_error'] for r in best['runs'] + more['runs']]
