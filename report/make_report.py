@@ -6,6 +6,7 @@ without it the tables and text are written all the same and the skipped figures 
 Every number in the text comes from the JSON files, so a regenerated report is byte for byte
 the committed one as long as the results are unchanged (tests/test_report.py checks it).
 """
+import functools
 import json
 import os
 import sys
@@ -206,14 +207,13 @@ def best_on_more_rounds(results):
                   and all(more['settings'][k] == variants['settings'][k] for k in SAME_RUN))
     if not same_model or more['settings']['seed'] == variants['settings']['seed']:  # same pairs
         return []
-    errors = [r['test_error'] for row in (best, other) for r in row['runs'] if r['status'] == 'ok']
-    mean = sum(errors) / len(errors)
-    std = (sum((e - mean) ** 2 for e in errors) / (len(errors) - 1)) ** 0.5
+    pooled = load_study().summarize(best['runs'] + other['runs'])  # the studies' own summary
+    mean, std, n = pooled['test_error']['mean'], pooled['test_error']['std'], pooled['n']
     return [f"On {other['summary']['n']} further rounds of other pairs, the same model and "
             f"settings (`{more['command']}`) make {pm(other['summary']['test_error'])} % test error, with "
             f"{pm(other['summary']['test_digit_error'])} % of the digits misread. Over all "
-            f"{len(errors)} rounds: {mean:.2f} % mean test error, standard error of the mean "
-            f"{std / len(errors) ** 0.5:.2f}.", '']
+            f"{n} rounds: {mean:.2f} % mean test error, standard error of the mean "
+            f"{std / n ** 0.5:.2f}.", '']
 
 
 def section_what_helps(results):
@@ -362,6 +362,7 @@ def fast_path_check(on, off):
                   study_table(off), '']
 
 
+@functools.lru_cache(maxsize=None)  # one import of test.py (and torch) per report
 def load_study():
     """test.py by its path (the name 'test' is also a package of the standard library)."""
     import importlib.util
