@@ -86,7 +86,7 @@ def shift_images(input, max_shift, generator=None, shifts=None):
     return padded[i, j, rows[..., :, None], cols[..., None, :]]
 
 
-def repair_digits(input, classes, generator=None):
+def draw_new_pairs(input, classes, generator=None):
     """Draws a new random pairing of the training digits, with targets from their classes."""
     images, digits = input.reshape(-1, 1, *input.shape[2:]), classes.reshape(-1)
     order = torch.randperm(digits.numel(), generator=generator).to(input.device)
@@ -103,17 +103,17 @@ def one_cycle(total_steps, warmup=0.25):
 
 def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
                 mini_batch_size=100, lr=1e-3, weight_decay=0.0, aux_weight=0.0, shift=0,
-                repair=False, schedule='constant', generator=None, bf16=False,
+                re_pair=False, schedule='constant', generator=None, bf16=False,
                 on_epoch=None):
     """Trains in place with AdamW; returns the mean training loss of each epoch.
 
-    shift: random moves of up to this many pixels each epoch; repair: re-pair the training
-    digits each epoch (uses the digit classes, so only with the auxiliary loss); schedule:
+    shift: random moves of up to this many pixels each epoch; re_pair: draw new pairs of the
+    training digits each epoch (uses the digit classes, so only with the auxiliary loss); schedule:
     'constant' or 'onecycle' (warm-up then annealing, which needs fewer epochs);
     on_epoch(epoch, model) is called after each epoch (for learning curves).
     """
-    if repair and aux_weight <= 0:
-        raise ValueError('repair uses the digit classes: it needs aux_weight > 0')
+    if re_pair and aux_weight <= 0:
+        raise ValueError('re_pair uses the digit classes: it needs aux_weight > 0')
     device = next(model.parameters()).device
     nb_batches = math.ceil(train_input.size(0) / mini_batch_size)
     # The fused kernel updates all parameters in one call: the step costs much less on small nets.
@@ -129,8 +129,8 @@ def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
     for epoch in range(nb_epochs):
         model.train()
         input, target, classes = train_input, train_target, train_classes
-        if repair:
-            input, target, classes = repair_digits(input, classes, generator)
+        if re_pair:
+            input, target, classes = draw_new_pairs(input, classes, generator)
         if shift:
             input = shift_images(input, shift, generator)
         batches = list(torch.randperm(input.size(0), generator=generator).to(device)

@@ -1,7 +1,12 @@
 """The report's figures, drawn with matplotlib from the results files (used by make_report.py)."""
 
-VARIANTS = ('plain', 'ws', 'aux', 'ws+aux')
-COLORS = {'plain': '#888888', 'ws': '#1f77b4', 'aux': '#ff7f0e', 'ws+aux': '#2ca02c', 'best': '#d62728'}
+# Colors in the order a study lists its variants (plain, ws, aux, ws+aux, best in the variants).
+PALETTE = ('#888888', '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728')
+
+
+def split_rows(rows):
+    """Rows named GROUP/VARIANT (backbones, data_size) as the variants in order of appearance."""
+    return list(dict.fromkeys(r['name'].split('/')[1] for r in rows))
 
 
 def ok_runs(row):
@@ -50,14 +55,13 @@ def variants_box(plt, results):
 
 def curves(plt, results):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
-    for row in results['curves']['rows']:
+    for color, row in zip(PALETTE, results['curves']['rows']):
         for ax, key in zip(axes, ('train_error', 'test_error')):
             series = [r['curve'][key] for r in ok_runs(row)]
             epochs = range(1, len(series[0]) + 1)
             mean = [sum(v) / len(v) for v in zip(*series)]
             std = [(sum((x - m) ** 2 for x in v) / max(1, len(v) - 1)) ** 0.5
                    for v, m in zip(zip(*series), mean)]
-            color = COLORS.get(row['name'])
             ax.plot(epochs, mean, label=row['name'], color=color)
             ax.fill_between(epochs, [m - s for m, s in zip(mean, std)],
                             [m + s for m, s in zip(mean, std)], alpha=0.2, color=color)
@@ -89,10 +93,10 @@ def backbones(plt, results):
     names = sorted({r['name'].split('/')[0] for r in rows}, key=[r['name'].split('/')[0] for r in rows].index)
     fig, ax = plt.subplots(figsize=(7.5, 3.5))
     width = 0.2
-    for k, variant in enumerate(VARIANTS):
+    for k, variant in enumerate(split_rows(rows)):
         stats = [next(r for r in rows if r['name'] == f'{b}/{variant}')['summary']['test_error'] for b in names]
         ax.bar([i + (k - 1.5) * width for i in range(len(names))], [s['mean'] for s in stats], width,
-               yerr=[s['std'] or 0 for s in stats], capsize=2, label=variant, color=COLORS[variant])
+               yerr=[s['std'] or 0 for s in stats], capsize=2, label=variant, color=PALETTE[k])
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names)
     ax.set_ylabel('test error (%)')
@@ -134,10 +138,10 @@ def tradeoff(plt, results):
 def data_size(plt, results):
     rows = results['data_size']['rows']
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for variant in VARIANTS:
+    for color, variant in zip(PALETTE, split_rows(rows)):
         error_bars(ax, sorted(((r['config']['nb_pairs'], r['summary']['test_error']) for r in rows
                                if r['name'].endswith('/' + variant) and r['summary']['n']),
-                              key=lambda p: p[0]), label=variant, color=COLORS[variant])
+                              key=lambda p: p[0]), label=variant, color=color)
     log_axes(ax, fig, 'training pairs')
     sizes = sorted({r['config']['nb_pairs'] for r in rows})
     ax.set_xticks(sizes)

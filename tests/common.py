@@ -1,5 +1,4 @@
 """Shared by the tests: paths, the project's modules, and a way to run test.py as a user would."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -9,12 +8,13 @@ sys.path.insert(0, ROOT)
 
 import dlc_practical_prologue as prologue  # noqa: E402
 import models  # noqa: E402
+import runner  # noqa: E402
+import summary  # noqa: E402
 import train  # noqa: E402
+import test as entry  # noqa: E402  (the project's test.py: ROOT comes first on the path)
 
-# test.py by its path: the name 'test' is also a package of the standard library.
-_spec = importlib.util.spec_from_file_location('study_main', os.path.join(ROOT, 'test.py'))
-study = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(study)
+assert os.path.dirname(os.path.abspath(entry.__file__)) == ROOT, \
+    f'imported {entry.__file__} instead of the project\'s test.py'
 
 # Tests that need MNIST read it where the project does: $PYTORCH_DATA_DIR, else ./data.
 DATA_DIR = prologue.data_root()
@@ -24,6 +24,11 @@ if _MISSING:  # those tests then fail (never skip): say why once, before their t
     print(f'tests: MNIST is not in {_RAW} (missing {", ".join(_MISSING)}), so '
           'the tests that read it will fail: set PYTORCH_DATA_DIR to a folder holding '
           'mnist/MNIST/raw/, or run `python test.py` once to fetch it into ./data', file=sys.stderr)
+
+
+def config(**overrides):
+    """A full row config: test.py's defaults with overrides."""
+    return entry.row('t', 'a test row', **overrides)
 
 
 def run_cli(*args, env=None, timeout=600):

@@ -44,7 +44,7 @@ class Results(unittest.TestCase):
         self.assertGreater(params['plain'], params['ws'])
         # One greppable line per run and the table.
         self.assertEqual(done.stdout.count('run study=variants'), 5)
-        self.assertIn('test err %', done.stdout)
+        self.assertIn('test error %', done.stdout)
 
     def test_same_seed_same_numbers_different_seed_different_pairs(self):
         args = QUICK + ('--variant', 'ws+aux', '--rounds', '2')
@@ -101,6 +101,7 @@ class BadInput(unittest.TestCase):
         (('--workers', '0'), '--workers'),
         (('--bogus',), 'unrecognized arguments'),
         (('--fast', '--study', 'heads'), '--fast runs its own study'),
+        (('--bench', '--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, best, fast'),
     ]
 
     def test_each_bad_flag(self):
@@ -207,7 +208,7 @@ class Interrupt(unittest.TestCase):
             self.assertEqual(proc.returncode, 130, err)
             self.assertNotIn('Traceback', err)
             self.assertIn('interrupted', err)
-            self.assertIn('test err %', out)
+            self.assertIn('test error %', out)
             with open(path) as f:
                 data = json.load(f)
             self.assertFalse(data['complete'])

@@ -3,7 +3,7 @@ import unittest
 
 import torch
 
-from tests.common import DATA_DIR, models, study, train
+from tests.common import DATA_DIR, config, models, prologue, runner, train
 
 
 def toy_pairs(n, seed=0):
@@ -43,15 +43,15 @@ class Loop(unittest.TestCase):
                                        mini_batch_size=5)
             self.assertEqual(len(losses), 2)
 
-    def test_repair_needs_the_digit_loss(self):
+    def test_re_pair_needs_the_digit_loss(self):
         input, target, classes = toy_pairs(10)
         with self.assertRaisesRegex(ValueError, 'aux_weight'):
-            train.train_model(models.SiameseNet(), input, target, classes, repair=True)
+            train.train_model(models.SiameseNet(), input, target, classes, re_pair=True)
 
-    def test_repair_keeps_the_digits_and_recomputes_targets(self):
+    def test_new_pairs_keep_the_digits_and_recompute_targets(self):
         input, target, classes = toy_pairs(50)
-        new_input, new_target, new_classes = train.repair_digits(input, classes,
-                                                                 torch.Generator().manual_seed(1))
+        new_input, new_target, new_classes = train.draw_new_pairs(input, classes,
+                                                                  torch.Generator().manual_seed(1))
         self.assertTrue(torch.equal(new_target, (new_classes[:, 0] <= new_classes[:, 1]).long()))
         self.assertEqual(sorted(new_classes.flatten().tolist()), sorted(classes.flatten().tolist()))
         self.assertFalse(torch.equal(new_classes, classes))
@@ -120,40 +120,34 @@ class Deskew(unittest.TestCase):
         self.assertFalse(out.isnan().any())
 
 
-def settings(**kw):
-    base = dict(seed=0, device='cpu', data_dir=DATA_DIR, validation=False, channels_last=True,
-                bf16=train.native_bf16(), curves=False, verbose=False, keep_mistakes=False,
-                round=0, threads=1)
-    return dict(base, **kw)
+MACHINE = runner.Machine(data_dir=DATA_DIR, allow_bf16=train.native_bf16())
 
 
 class RealDigits(unittest.TestCase):
     """One run on real MNIST pairs, as test.py does it."""
 
     def test_a_short_run_beats_chance_clearly(self):
-        config = dict(study.HYP, name='t', nb_pairs=300, nb_test_pairs=300, nb_epochs=10,
-                      aux_weight=1.0, head='posterior', batch_norm=True, lr=3e-3)
-        result = study.run_one((config, settings()))
+        row = config(nb_pairs=300, nb_test_pairs=300, nb_epochs=10, aux_weight=1.0,
+                     head='posterior', batch_norm=True, lr=3e-3)
+        result = runner.run_one(runner.Job(row, 0, 0), MACHINE)
         # Chance is about 45 % (the majority class); a working loop is far below it.
         self.assertLess(result['test_error'], 15.0)
         self.assertLess(result['test_digit_error'], 20.0)
 
     def test_same_seed_same_numbers_other_seed_other_numbers(self):
-        config = dict(study.HYP, name='t', nb_pairs=200, nb_test_pairs=200, nb_epochs=2,
-                      aux_weight=1.0, shift=1, repair=True, dropout=0.1)
+        row = config(nb_pairs=200, nb_test_pairs=200, nb_epochs=2, aux_weight=1.0, shift=1,
+                     re_pair=True, dropout=0.1)
         keys = ('data_seed', 'test_error', 'train_error', 'final_loss', 'test_digit_error')
-        a, b = (study.run_one((config, settings())) for _ in range(2))
-        c = study.run_one((config, settings(seed=1)))
+        a, b = (runner.run_one(runner.Job(row, 0, 0), MACHINE) for _ in range(2))
+        c = runner.run_one(runner.Job(row, 1, 0), MACHINE)
         self.assertEqual([a[k] for k in keys], [b[k] for k in keys])
         self.assertNotEqual(a['data_seed'], c['data_seed'])
         self.assertNotEqual(a['final_loss'], c['final_loss'])
 
     def test_validation_never_draws_test_pairs(self):
-        config = dict(study.HYP, name='t', nb_pairs=200, nb_epochs=1)
-        data = study.load_pairs(config, 123, settings(validation=True, round=1))
+        data = runner.load_pairs(config(nb_pairs=200), 123, True, 1, DATA_DIR)
         self.assertEqual((data[0].size(0), data[3].size(0)), (150, 50))
-        train_pairs = study.prologue.generate_split_pairs(200, 'train',
-                                                          torch.Generator().manual_seed(123))
+        train_pairs = prologue.generate_split_pairs(200, 'train', torch.Generator().manual_seed(123))
         # The held-out quarter is a slice of the training pairs (quarter 1 for round 1).
         self.assertTrue(torch.equal(data[3], train_pairs[0][50:100]))
 

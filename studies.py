@@ -1,0 +1,122 @@
+"""The further studies: each a list of rows, every row the defaults of test.py with a few overrides.
+
+test.py holds the defaults (HYP and the presets AUX, BEST, FAST, VARIANTS) and the variants
+study; it hands `row` and the presets in, so every number here is an override, never a default.
+"""
+from dataclasses import dataclass
+
+import models
+
+# The course's settings, the starting point of --study tuning and the benchmark's reference run.
+COURSE = dict(batch_norm=False, nb_epochs=25, mini_batch_size=100, lr=1e-3, schedule='constant',
+              shift=0)
+
+
+@dataclass
+class Study:
+    name: str
+    about: str
+    rows: list                 # full row configs: HYP with overrides, a name and an about
+    reference: str             # the row every other row is compared with, on paired rounds
+    validation: bool = False   # score on held-out training pairs; never draw a test pair
+    curves: bool = False       # also record the train and test error after every epoch
+    mistakes_of: str = None    # keep this row's misclassified test pairs of round 0
+
+
+def further(row, p):
+    """Every study but the variants; p holds test.py's presets (AUX, BEST, FAST, VARIANTS)."""
+    four = [row(name, about, **overrides) for name, (about, overrides) in p.VARIANTS.items()]
+    return [
+        Study('baselines', 'non-Siamese 2-channel MLPs and conv nets against the Siamese nets',
+              baselines(row, p), 'siamese-ws'),
+        Study('backbones', 'five digit branches, each in the four variants',
+              [row(f'{b}/{name}', about, backbone=b, **overrides)
+               for b, about in models.BACKBONES.items()
+               for name, (_, overrides) in p.VARIANTS.items()], 'conv/ws+aux'),
+        Study('heads', 'how the two digit outputs become the pair answer',
+              [row(h, about, head=h, **p.AUX) for h, about in models.HEADS.items()], 'mlp'),
+        Study('aux_weight', 'the auxiliary-loss weight swept from 0 to 10',
+              [row(f'aux={w:g}', 'ws, digit-loss weight w' + (', re-paired' if w else ''),
+                   aux_weight=w, re_pair=w > 0) for w in (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)],
+              'aux=0'),
+        Study('regularization', 'batch norm and dropout on the ws+aux net',
+              regularization(row, p), 'bn'),
+        Study('curves', 'train and test error after every epoch, four variants', four, 'plain',
+              curves=True),
+        Study('data_size', '250 to 8000 training pairs, four variants',
+              [row(f'{n}/{name}', f'{n} training pairs', nb_pairs=n, **overrides)
+               for n in (250, 500, 1000, 2000, 4000, 8000)
+               for name, (_, overrides) in p.VARIANTS.items()], '1000/plain'),
+        Study('no_digit_labels', 'the posterior head trained on the pair label only',
+              [row('pair-loss-only', 'the best model without any digit label',
+                   **dict(p.BEST, aux_weight=0.0)),
+               row('with-digit-loss', 'the best model', **p.BEST)], 'with-digit-loss'),
+        Study('tuning', 'validation scores behind every choice (held-out training pairs, no '
+              'test pairs)', tuning(row, p), '+repair/ws+aux', validation=True),
+        Study('fast', 'the fast model only (--fast)', [row('fast', 'FAST', **p.FAST)], 'fast'),
+    ]
+
+
+def baselines(row, p):
+    rows = [row(f'fc{d}', f'2-channel MLP, {d} hidden layer(s)', net='pairnet', kind='fc', depth=d)
+            for d in (1, 2, 3)]
+    rows += [row(f'conv{d}', f'2-channel conv net, {d} conv layer(s)', net='pairnet',
+                 kind='conv', depth=d) for d in (1, 2, 3)]
+    return rows + [row('siamese-ws', 'Siamese with weight sharing, pair loss only'),
+                   row('siamese-ws+aux', 'Siamese with weight sharing and the digit loss', **p.AUX)]
+
+
+def regularization(row, p):
+    rows = [row('bn', 'ws+aux with batch norm (the default)', **p.AUX),
+            row('no-bn', 'without batch norm', batch_norm=False, **p.AUX)]
+    rows += [row(f'bn+dropout={d:g}', 'dropout before the linear layers', dropout=d, **p.AUX)
+             for d in (0.1, 0.25, 0.5)]
+    return rows + [row('no-bn+dropout=0.25', 'dropout alone', batch_norm=False, dropout=0.25,
+                       **p.AUX)]
+
+
+def tuning(row, p):
+    """Every choice behind HYP, AUX, BEST and FAST, scored on held-out training pairs."""
+    AUX, BEST, FAST = p.AUX, p.BEST, p.FAST
+    base = dict(BEST, tta=False, deskew=False, aux_weight=1.0)
+    return [
+        # The classic recipe, step by step from the course's settings, on ws+aux and ws.
+        row('course/ws', 'course settings: no batch norm, Adam 1e-3, batch 100, no moves', **COURSE),
+        row('course/ws+aux', 'course settings, digit loss', **dict(COURSE, aux_weight=1.0)),
+        row('+bn/ws+aux', '+ batch norm', **dict(COURSE, aux_weight=1.0, batch_norm=True)),
+        row('+onecycle/ws+aux', '+ one-cycle, peak 1e-2, batch 50',
+            **dict(COURSE, aux_weight=1.0, batch_norm=True, schedule='onecycle', lr=1e-2,
+                   mini_batch_size=50)),
+        row('+shift/ws+aux', '+ one-pixel moves (= HYP with the digit loss)', aux_weight=1.0),
+        row('+repair/ws+aux', '+ re-pairing (= the ws+aux variant)', **AUX),
+        row('ws', 'HYP, pair loss only (= the ws variant)'),
+        row('ws/lr=3e-3', 'lower peak learning rate', lr=3e-3),
+        row('ws+aux/lr=3e-3', 'lower peak learning rate', lr=3e-3, **AUX),
+        row('ws+aux/40 epochs', 'more epochs', nb_epochs=40, **AUX),
+        # From the classic head to the best model.
+        row('posterior', 'ws+aux with the posterior head', head='posterior', aux_weight=1.0),
+        row('posterior/width=2', 'twice the channels', **dict(base, nb_epochs=25)),
+        row('posterior/width=2/30 epochs', 'and more epochs', **base),
+        row('+tta', 'and test-time moves', **dict(BEST, aux_weight=1.0, deskew=False)),
+        row('+deskew', 'and deskewed digits', **dict(BEST, aux_weight=1.0)),
+        row('best', 'and digit-loss weight 3 (= BEST)', **BEST),
+        row('best/no deskew', 'without deskewing', **dict(BEST, deskew=False)),
+        row('best/width=1.5', 'narrower', **dict(BEST, width=1.5)),
+        row('best/vgg', 'VGG-style branch', **dict(BEST, backbone='vgg', width=1)),
+        row('best/shift=2', 'two-pixel moves', **dict(BEST, shift=2)),
+        row('best/lr=3e-3', 'lower peak learning rate', **dict(BEST, lr=3e-3)),
+        row('best/aux=10', 'heavier digit loss', **dict(BEST, aux_weight=10.0)),
+        row('best/dropout=0.1', 'dropout', **dict(BEST, dropout=0.1)),
+        row('best/batch 100', 'larger batches', **dict(BEST, mini_batch_size=100)),
+        row('fast', 'FAST', **FAST),
+        row('fast/no deskew', 'without deskewing, digit-loss weight 1',
+            **dict(FAST, deskew=False, aux_weight=1.0)),
+        row('fast/width=0.5', 'narrower, more epochs', **dict(FAST, width=0.5, nb_epochs=7)),
+        row('fast/lr=2e-2', 'higher peak learning rate', **dict(FAST, lr=2e-2)),
+    ]
+
+
+def bench_reference(row):
+    """The benchmark's fixed yardstick: a LeNet-size ws+aux net in the plain fp32 loop with the
+    course's settings, what a course submission runs."""
+    return row('reference', 'LeNet-size ws+aux, plain fp32 loop', width=2, aux_weight=1.0, **COURSE)

@@ -1,0 +1,164 @@
+"""Summaries of runs: statistics, the study table, and results files.
+
+Pure Python, no torch: test.py prints its tables with it and report/make_report.py imports it to
+write the report, so both give the same figures in the same format.
+"""
+import json
+import math
+import os
+import tempfile
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (beyond: normal).
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+# The per-run figures that a summary gives the mean and std of.
+FIGURES = ('test_error', 'test_digit_error', 'matched_digit_error', 'train_error',
+           'train_digit_error', 'seconds', 'eval_seconds')
+
+
+######################################################################
+# Statistics.
+
+def mean_std(values):
+    """Mean and sample standard deviation (n - 1) of the values that are not None."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def paired_difference(runs, reference_runs):
+    """Mean of (row - reference) over the rounds both finished, with a 95% t interval."""
+    ref = {r['round']: r['test_error'] for r in reference_runs if r['status'] == 'ok'}
+    diffs = [r['test_error'] - ref[r['round']] for r in runs
+             if r['status'] == 'ok' and r['round'] in ref]
+    mean, std = mean_std(diffs)
+    if std is None:
+        return None
+    half = (T95[len(diffs) - 2] if len(diffs) <= 31 else 1.96) * std / math.sqrt(len(diffs))
+    return dict(n=len(diffs), mean=mean, ci95=[mean - half, mean + half])
+
+
+def summarize(runs):
+    """n finished rounds, how many diverged, and the mean and std of every figure."""
+    ok = [r for r in runs if r['status'] == 'ok']
+    summary = dict(n=len(ok), diverged=len(runs) - len(ok))
+    for key in FIGURES:
+        mean, std = mean_std([r.get(key) for r in ok])
+        if mean is not None:
+            summary[key] = dict(mean=mean, std=std)
+    if ok:
+        summary['test_error'].update(min=min(r['test_error'] for r in ok),
+                                     max=max(r['test_error'] for r in ok))
+    return summary
+
+
+def run_seconds(summary):
+    """Mean seconds per run: training plus the test evaluation."""
+    return summary['seconds']['mean'] + summary['eval_seconds']['mean']
+
+
+def digit_stat(summary):
+    """The digit error; for a net trained without digit labels, after relabeling its outputs."""
+    return summary.get('test_digit_error') or summary.get('matched_digit_error')
+
+
+######################################################################
+# Text: one function per kind of number, so the console, the report and the README agree.
+
+def pm(stat):
+    """'mean ± std', or the mean alone when there is no std, or '-'."""
+    if stat is None:
+        return '-'
+    return f"{stat['mean']:.2f} ± {stat['std']:.2f}" if stat.get('std') is not None else f"{stat['mean']:.2f}"
+
+
+def num(value, digits=2):
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def ci_text(diff):
+    """'+mean [low, high]' of a paired difference, or '-'."""
+    if not diff:
+        return '-'
+    return f"{diff['mean']:+.2f} [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]"
+
+
+def table_cells(data):
+    """The study table as a header and rows of cells: every row, its parameters, errors, time
+    and the paired difference to the study's reference row."""
+    err = 'test error %' if data['evaluated_on'] == 'test pairs' else 'valid. error %'
+    header = ['row', 'params', err, 'min', 'max', 'digit error %', 'train error %', 's / run',
+              f"vs {data['reference']} (pp, 95% CI)"]
+    rows = []
+    for r in data['rows']:
+        s = r['summary']
+        name = r['name'] + (f" ({s['diverged']} diverged)" if s['diverged'] else '')
+        if not s['n']:
+            rows.append([name, f"{r['nb_parameters']:,}", 'no finished run'] + [''] * 6)
+            continue
+        vs = 'reference' if r['name'] == data['reference'] else ci_text(r.get('paired_vs_reference'))
+        rows.append([name, f"{r['nb_parameters']:,}", pm(s['test_error']), num(s['test_error']['min']),
+                     num(s['test_error']['max']), pm(digit_stat(s)), pm(s['train_error']),
+                     num(run_seconds(s)), vs])
+    return header, rows
+
+
+def markdown_table(data):
+    header, rows = table_cells(data)
+    lines = ['| ' + ' | '.join(header) + ' |', '| --- |' + ' ---: |' * (len(header) - 1)]
+    return '\n'.join(lines + ['| ' + ' | '.join(cells) + ' |' for cells in rows])
+
+
+def text_table(data):
+    """The same table in fixed-width columns, for the console."""
+    header, rows = table_cells(data)
+    widths = [max(len(line[k]) for line in [header] + rows) for k in range(len(header))]
+    return '\n'.join('  '.join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in
+                                                             zip(line[1:], widths[1:])]).rstrip()
+                     for line in [header] + rows)
+
+
+######################################################################
+# Results files.
+
+def check_writable(path):
+    """Raises ValueError now, before anything is trained, if path could not be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f'{path} is a folder; give a file path such as '
+                         f'{os.path.join(path, "results.json")}')
+    if not os.path.isdir(folder):
+        raise ValueError(f'{path}: the folder {folder} does not exist')
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f'{path} is not writable; choose a writable path')
+
+
+def write_text(path, text):
+    """Atomic: a temporary file in the same folder, then a rename, so no half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=os.path.basename(path), dir=folder)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the file is for everyone
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, data):
+    write_text(path, json.dumps(data, indent=1) + '\n')
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
