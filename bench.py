@@ -7,6 +7,7 @@ import time
 
 import torch
 
+import provenance
 import runner
 import summary
 import train
@@ -22,10 +23,11 @@ def timed_runs(config, machine, rounds, seed, channels_last=False, bf16=False):
 def run(rows, reference, machine, rounds, seed, command, parallel_row):
     """Times the reference, then every row on every fast path; returns the results."""
     cores = os.cpu_count() or 1
+    code = provenance.code()
     paths = [('fp32', False, False), ('channels-last', True, False)]
     if machine.allow_bf16:
         paths.append(('channels-last+bf16', True, True))
-    print(f'benchmark: {rounds} rounds per model and path, one process; cpu: {runner.cpu_name()}, '
+    print(f'benchmark: {rounds} rounds per model and path, one process; cpu: {provenance.cpu_name()}, '
           f'{cores} cores, torch {torch.__version__}, native bf16 '
           f'{"yes" if train.native_bf16() else "no"}', flush=True)
     # The reference runs as a course submission would: one process, all of torch's threads.
@@ -57,13 +59,12 @@ def run(rows, reference, machine, rounds, seed, command, parallel_row):
                                seconds=seconds, summary=s, times_reference=seconds / ref_seconds,
                                speedup_vs_fp32=base / seconds, paired_vs_fp32=diff,
                                runs=runs[name]))
-    parallel = [config for config in rows if config['name'] == parallel_row]
+    # Worker processes are for the CPU; one process drives a GPU.
+    parallel = [config for config in rows if config['name'] == parallel_row
+                and machine.device == 'cpu']
     return dict(schema=1, study='bench', complete=True, command=command, errors_in='percent',
-                settings=dict(device=machine.device, workers=machine.workers,
-                              threads=machine.threads, channels_last=machine.channels_last,
-                              bf16=machine.allow_bf16, seed=seed, data_dir=machine.data_dir,
-                              rounds=rounds, validation=False, curves=False),
-                environment=dict(runner.environment(), native_bf16=train.native_bf16()),
+                settings=dict(runner.machine_settings(machine), seed=seed, rounds=rounds),
+                environment=runner.environment(), code=code,
                 reference=dict(config=runner.row_config(reference), seconds=ref_seconds, runs=ref),
                 models=report,
                 parallel=processes_against_threads(parallel[0], machine, seed, cores)

@@ -4,6 +4,7 @@ processes that run many rounds at once, and a whole study printed and saved as r
 Every round draws its pairs, initial weights and training randomness from seeds derived from
 (seed, round): round r of every row sees the same pairs, and the same seed gives the same numbers.
 """
+import ctypes
 import functools
 import hashlib
 import multiprocessing
@@ -18,6 +19,7 @@ import torch
 
 import dlc_practical_prologue as prologue
 import models
+import provenance
 import summary
 import train
 
@@ -56,6 +58,16 @@ class Job:
 def seed_for(*keys):
     """A 63-bit seed from (base seed, round, purpose): independent streams, stable everywhere."""
     return int.from_bytes(hashlib.sha256(repr(keys).encode()).digest()[:8], 'little') >> 1
+
+
+def digest(*tensors):
+    """12 hex digits of the tensors' exact contents: which pairs and initial weights a run
+    used, checkable across runs and machines."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(ctypes.string_at(t.data_ptr(), t.numel() * t.element_size()))
+    return h.hexdigest()[:12]
 
 
 def build_model(config):
@@ -102,9 +114,8 @@ def run_one(job, machine):
     """Trains one row for one round and returns its figures (errors in %)."""
     config = job.config
     data_seed = seed_for(job.seed, job.round, 'data')
-    (train_input, train_target, train_classes,
-     test_input, test_target, test_classes) = load_pairs(config, data_seed, job.validation,
-                                                          job.round, machine.data_dir)
+    pairs = load_pairs(config, data_seed, job.validation, job.round, machine.data_dir)
+    train_input, train_target, train_classes, test_input, test_target, test_classes = pairs
     raw_test_input = test_input
     train_input, test_input = prepare_inputs(train_input, test_input, config['deskew'])
     device = torch.device(machine.device)
@@ -113,8 +124,9 @@ def run_one(job, machine):
                                test_input, test_target, test_classes))
     torch.manual_seed(seed_for(job.seed, job.round, 'weights'))
     model = to_machine(build_model(config), machine)
-    result = dict(name=config['name'], round=job.round, data_seed=data_seed, status='ok',
-                  nb_parameters=models.nb_parameters(model))
+    result = dict(name=config['name'], round=job.round, data_seed=data_seed,
+                  pairs_digest=digest(*pairs), init_digest=digest(*model.state_dict().values()),
+                  status='ok', nb_parameters=models.nb_parameters(model))
     curve = {'train_error': [], 'test_error': []}
 
     def record_epoch(epoch, model):
@@ -250,7 +262,7 @@ def run_study(study, rows, rounds, seed, machine, command):
           f"thread(s), channels-last {'on' if machine.channels_last else 'off'}, "
           f"bf16 {'on' if machine.allow_bf16 else 'off'}", flush=True)
     runs = {r['name']: [] for r in rows}
-    started, wall = time.strftime('%Y-%m-%dT%H:%M:%S%z'), time.perf_counter()
+    started, wall, code = time.strftime('%Y-%m-%dT%H:%M:%S%z'), time.perf_counter(), provenance.code()
 
     def on_result(result):
         runs[result['name']].append(result)
@@ -288,27 +300,26 @@ def run_study(study, rows, rounds, seed, machine, command):
         schema=1, study=study.name, about=study.about, complete=complete, command=command,
         reference=reference, errors_in='percent',
         evaluated_on='held-out training pairs' if study.validation else 'test pairs',
-        settings=dict(device=machine.device, workers=machine.workers, threads=machine.threads,
-                      channels_last=machine.channels_last, bf16=machine.allow_bf16, seed=seed,
-                      data_dir=machine.data_dir, rounds=rounds, validation=study.validation,
-                      curves=study.curves),
-        environment=environment(), started=started, wall_seconds=time.perf_counter() - wall,
-        rows=out_rows)
+        settings=dict(machine_settings(machine), seed=seed, rounds=rounds,
+                      validation=study.validation, curves=study.curves),
+        environment=environment(), code=code, started=started,
+        wall_seconds=time.perf_counter() - wall, rows=out_rows)
     print()
     print(summary.text_table(result))
     print(f"\n{sum(len(v) for v in runs.values())} runs in {result['wall_seconds']:.1f} s wall time")
     return result
 
 
+def machine_settings(machine):
+    """What a results file records of how its runs executed."""
+    return dict(device=machine.device, workers=machine.workers, threads=machine.threads,
+                channels_last=machine.channels_last, allow_bf16=machine.allow_bf16,
+                data_dir=machine.data_dir)
+
+
 def environment():
+    """The machine and software a results file comes from."""
     return dict(torch=torch.__version__, python=platform.python_version(),
                 machine=platform.machine(), system=platform.system(),
-                cpu_count=os.cpu_count(), cpu=cpu_name())
-
-
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
-    except OSError:
-        return platform.processor()
+                cpu_count=os.cpu_count(), cpu=provenance.cpu_name(),
+                bf16_kind=provenance.bf16_kind(), native_bf16=train.native_bf16())

@@ -52,8 +52,12 @@ def further(row, p):
                    **dict(p.BEST, aux_weight=0.0)),
                row('with-digit-loss', 'the best model', **p.BEST)], 'with-digit-loss'),
         Study('tuning', 'validation scores behind every choice (held-out training pairs, no '
-              'test pairs)', tuning(row, p), '+repair/ws+aux', validation=True),
+              'test pairs)', tuning(row, p), '+re-pair/ws+aux', validation=True),
         Study('fast', 'the fast model only (--fast)', [row('fast', 'FAST', **p.FAST)], 'fast'),
+        # Run twice, as is and with --no_bf16, to pair bfloat16 autocast with float32 round by round.
+        Study('bf16', 'the best and fast models with bfloat16 autocast where the CPU has it',
+              [row('best', 'BEST, bf16 wherever native', **dict(p.BEST, bf16=True)),
+               row('fast', 'FAST, bf16 wherever native', **dict(p.FAST, bf16=True))], 'best'),
     ]
 
 
@@ -88,7 +92,7 @@ def tuning(row, p):
             **dict(COURSE, aux_weight=1.0, batch_norm=True, schedule='onecycle', lr=1e-2,
                    mini_batch_size=50)),
         row('+shift/ws+aux', '+ one-pixel moves (= HYP with the digit loss)', aux_weight=1.0),
-        row('+repair/ws+aux', '+ re-pairing (= the ws+aux variant)', **AUX),
+        row('+re-pair/ws+aux', '+ re-pairing (= the ws+aux variant)', **AUX),
         row('ws', 'HYP, pair loss only (= the ws variant)'),
         row('ws/lr=3e-3', 'lower peak learning rate', lr=3e-3),
         row('ws+aux/lr=3e-3', 'lower peak learning rate', lr=3e-3, **AUX),

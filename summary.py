@@ -8,11 +8,6 @@ import math
 import os
 import tempfile
 
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (beyond: normal).
-T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
 # The per-run figures that a summary gives the mean and std of.
 FIGURES = ('test_error', 'test_digit_error', 'matched_digit_error', 'train_error',
            'train_digit_error', 'seconds', 'eval_seconds')
@@ -32,16 +27,65 @@ def mean_std(values):
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def paired_difference(runs, reference_runs):
-    """Mean of (row - reference) over the rounds both finished, with a 95% t interval."""
-    ref = {r['round']: r['test_error'] for r in reference_runs if r['status'] == 'ok'}
-    diffs = [r['test_error'] - ref[r['round']] for r in runs
-             if r['status'] == 'ok' and r['round'] in ref]
-    mean, std = mean_std(diffs)
+def incomplete_beta(a, b, x):
+    """The regularized incomplete beta function I_x(a, b), by its continued fraction (modified
+    Lentz), on the side of x where the fraction converges fast."""
+    if x <= 0 or x >= 1:
+        return max(0.0, min(1.0, float(x)))
+    if x > (a + 1) / (a + b + 2):
+        return 1 - incomplete_beta(b, a, 1 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + numerator * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1) < 1e-15:
+            break
+    return front * fraction
+
+
+def t_quantile(level, df):
+    """q such that a Student t variable with df degrees of freedom lies in [-q, q] with
+    probability `level` (0.95 for a 95% interval); found by bisection on the t distribution."""
+    outside = lambda q: incomplete_beta(df / 2, 0.5, df / (df + q * q))  # P(|T| > q)
+    low, high = 0.0, 1.0
+    while outside(high) > 1 - level:
+        low, high = high, 2 * high
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if outside(mid) > 1 - level else (low, mid)
+    return (low + high) / 2
+
+
+def paired_diffs(runs, reference_runs, key='test_error'):
+    """(row - reference) of one figure, round by round, over the rounds both finished."""
+    ref = {r['round']: r[key] for r in reference_runs if r['status'] == 'ok'}
+    return [r[key] - ref[r['round']] for r in runs if r['status'] == 'ok' and r['round'] in ref]
+
+
+def interval(values, level=0.95):
+    """The mean and its t interval at `level`, or None for fewer than two values."""
+    mean, std = mean_std(values)
     if std is None:
         return None
-    half = (T95[len(diffs) - 2] if len(diffs) <= 31 else 1.96) * std / math.sqrt(len(diffs))
-    return dict(n=len(diffs), mean=mean, ci95=[mean - half, mean + half])
+    half = t_quantile(level, len(values) - 1) * std / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
+def paired_difference(runs, reference_runs):
+    """Mean of (row - reference) over the rounds both finished, with a 95% t interval."""
+    diffs = paired_diffs(runs, reference_runs)
+    ci = interval(diffs)
+    return None if ci is None else dict(n=len(diffs), mean=sum(diffs) / len(diffs), ci95=list(ci))
 
 
 def summarize(runs):

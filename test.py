@@ -17,6 +17,7 @@ import types
 import torch
 
 import bench
+import reproduce
 import dlc_practical_prologue as prologue
 import runner
 import studies
@@ -73,7 +74,8 @@ VARIANTS = {
 
 def row(name, about, **overrides):
     unknown = set(overrides) - set(HYP)
-    assert not unknown, f'row {name}: unknown settings {unknown}'
+    if unknown:
+        raise ValueError(f"row {name}: unknown settings {', '.join(sorted(unknown))}")
     return dict(HYP, name=name, about=about, **overrides)
 
 
@@ -84,7 +86,7 @@ VARIANTS_STUDY = studies.Study(
     reference='plain', mistakes_of='best')
 PRESETS = types.SimpleNamespace(AUX=AUX, BEST=BEST, FAST=FAST, VARIANTS=VARIANTS)
 STUDIES = {s.name: s for s in [VARIANTS_STUDY] + studies.further(row, PRESETS)}
-ALL = [name for name in STUDIES if name not in ('tuning', 'fast')]  # what --study all runs
+ALL = [name for name in STUDIES if name not in ('tuning', 'fast', 'bf16')]  # --study all
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'report', 'results')
 
 ######################################################################
@@ -133,7 +135,8 @@ def parse_args(argv):
                     'four variants and the best model, 10 rounds each, and a mean ± std table.',
         epilog='Data: MNIST is read from DATA_DIR/mnist/MNIST/raw/ (DATA_DIR: --data_dir, else '
                '$PYTORCH_DATA_DIR, else ./data) and downloaded there if missing.\n'
-               'Exit status: 0 done, 1 data problem or a diverged run, 2 bad flags, 130 Ctrl-C.')
+               'Exit status: 0 done, 1 data problem, a diverged run or (--reproduce) a rerun that '
+               'disagrees, 2 bad flags, 130 Ctrl-C.')
     what = parser.add_argument_group('what to run')
     what.add_argument('--study', default=None, metavar='NAME',
                       help="a study (default: variants); 'list' names them, 'all' runs all "
@@ -145,6 +148,11 @@ def parse_args(argv):
     what.add_argument('--fast', action='store_true',
                       help='the same as --study fast: the fast model only, in about a second '
                            'per round')
+    what.add_argument('--reproduce', nargs='?', const='variants', default=None, metavar='STUDY',
+                      help='rerun a committed study (default variants; or a results file) with '
+                           'the settings its file records, and say row by row whether the rerun '
+                           'agrees: identical on the same machine kind, within noise elsewhere; '
+                           'with --rounds, only its first rounds. Exit 0 agrees, 1 does not')
     what.add_argument('--bench', action='store_true',
                       help='time the default models and every fast path against a plain '
                            'fp32 loop and a fixed reference run; print the figures')
@@ -252,11 +260,15 @@ def results_path(name, args):
     else:
         path = os.path.join(RESULTS, f'{name}.json')
     if path:
-        try:
-            summary.check_writable(path)
-        except ValueError as e:
-            raise UsageError(f'--json {e}') from None
+        check_json(path)
     return path
+
+
+def check_json(path):
+    try:
+        summary.check_writable(path)
+    except ValueError as e:
+        raise UsageError(f'--json {e}') from None
 
 
 def run(args):
@@ -273,6 +285,8 @@ def run(args):
                          f'study writes NAME.json there (default report/results/)')
     if args.bench and args.study:
         raise UsageError('--bench times the variants and the fast model; drop --study')
+    if args.reproduce:
+        return reproduce_study(args)
     command = ' '.join(['python', 'test.py'] + sys.argv[1:])
     if args.bench:
         rows = select(rows_for(STUDIES['variants'].rows + STUDIES['fast'].rows, args),
@@ -307,6 +321,40 @@ def run(args):
             status = 1
         print()
     return status
+
+
+def reproduce_study(args):
+    """--reproduce: the committed study rerun as recorded, and the verdict as exit status."""
+    fixed = [flag for flag, value in (('--study', args.study), ('--bench', args.bench),
+                                      ('--quick', args.quick), ('--variant', args.variant),
+                                      ('--epochs', args.epochs), ('--batch_size', args.batch_size),
+                                      ('--lr', args.lr), ('--pairs', args.pairs),
+                                      ('--test_pairs', args.test_pairs),
+                                      ('--validation', args.validation)) if value]
+    if fixed or args.seed:
+        raise UsageError(f"--reproduce reruns the recorded settings; drop {', '.join(fixed) or '--seed'}")
+    name = args.reproduce
+    path = name if name.endswith('.json') else os.path.join(RESULTS, f'{name}.json')
+    if not os.path.isfile(path):
+        raise UsageError(f'--reproduce {name}: there is no results file {path}; give a study '
+                         f'of report/results/ or the path of a results file')
+    if args.json:
+        check_json(args.json)
+    machine = resolve_machine(args)
+    try:
+        data = summary.load_json(path)
+        runner.check_data(machine.data_dir, test=not data.get('settings', {}).get('validation'))
+        rerun, lines = reproduce.run(path, row, STUDIES, machine, args.rounds,
+                                     ' '.join(['python', 'test.py'] + sys.argv[1:]))
+    except ValueError as e:
+        raise UsageError(f'--reproduce {name}: {path} cannot be rerun: {e}') from None
+    print('\n'.join([''] + lines))
+    if args.json:
+        summary.write_json(args.json, rerun)
+        print(f'results in {args.json}')
+    if not rerun['complete']:
+        return 130
+    return 0 if rerun['reproduction']['reproduced'] else 1
 
 
 def main(argv=None):

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+import provenance
+
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
@@ -20,13 +22,7 @@ def native_bf16():
 
     Without it oneDNN emulates bfloat16, which is slower than float32: then it stays off.
     """
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = next((line for line in f if line.startswith('flags')), '').split()
-    except OSError:
-        return False
-    return (('avx512_bf16' in flags or 'amx_bf16' in flags)
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return provenance.bf16_kind() != 'none' and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def autocast(device, enabled):
@@ -77,8 +73,10 @@ def shift_images(input, max_shift, generator=None, shifts=None):
     if shifts is None:
         shifts = torch.randint(-max_shift, max_shift + 1, (n, c, 2), generator=generator)
     shifts = shifts.to(input.device)
-    # The background is the minimum after standardization; pad with it so a shift adds no edge.
-    padded = F.pad(input, (max_shift,) * 4, value=input.min().item())
+    # The background is an image's minimum after standardization; pad each image with its own,
+    # so a shift adds no edge and no image depends on the others of its batch.
+    padded = input.amin((2, 3), keepdim=True).repeat(1, 1, h + 2 * max_shift, w + 2 * max_shift)
+    padded[:, :, max_shift:max_shift + h, max_shift:max_shift + w] = input
     rows = (torch.arange(h, device=input.device) + max_shift - shifts[..., 0, None])
     cols = (torch.arange(w, device=input.device) + max_shift - shifts[..., 1, None])
     i = torch.arange(n, device=input.device)[:, None, None, None]

@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # the project's own modules
 
-from summary import ci_text, digit_stat, markdown_table, num, pm, run_seconds, summarize  # noqa: E402
+from summary import ci_text, digit_stat, markdown_table, pm, run_seconds, summarize  # noqa: E402
 import summary  # noqa: E402
 RESULTS = os.path.join(HERE, 'results')
 FIGURES = os.path.join(HERE, 'figures')
@@ -365,7 +365,7 @@ def section_limits():
 # README block and figures.
 
 # The steps of --study tuning that the README retells, in order.
-TUNING_STEPS = ['course/ws+aux', '+bn/ws+aux', '+onecycle/ws+aux', '+shift/ws+aux', '+repair/ws+aux',
+TUNING_STEPS = ['course/ws+aux', '+bn/ws+aux', '+onecycle/ws+aux', '+shift/ws+aux', '+re-pair/ws+aux',
                 'posterior', 'posterior/width=2', 'posterior/width=2/30 epochs', '+tta', '+deskew',
                 'best']
 

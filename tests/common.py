@@ -6,11 +6,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import dlc_practical_prologue as prologue  # noqa: E402
-import models  # noqa: E402
-import runner  # noqa: E402
-import summary  # noqa: E402
-import train  # noqa: E402
+import dlc_practical_prologue as prologue  # noqa: E402,F401  (the modules the tests import from here)
+import models  # noqa: E402,F401
+import runner  # noqa: E402,F401
+import summary  # noqa: E402,F401
+import train  # noqa: E402,F401
 import test as entry  # noqa: E402  (the project's test.py: ROOT comes first on the path)
 
 assert os.path.dirname(os.path.abspath(entry.__file__)) == ROOT, \

@@ -10,8 +10,9 @@ import unittest
 from unittest import mock
 
 import torch
+import torch.nn.functional as F
 
-from tests.common import DATA_DIR, prologue
+from tests.common import DATA_DIR, prologue, runner
 
 RAW = prologue.raw_dir(DATA_DIR)
 
@@ -53,11 +54,27 @@ class CourseContract(unittest.TestCase):
         used = input[:, :, 0, 0].flatten()
         self.assertEqual(len(set(used.tolist())), 50)
 
-    def test_course_call_without_arguments(self):
-        torch.manual_seed(1)
-        first = prologue.generate_pair_sets(10)
-        torch.manual_seed(1)
-        self.assertTrue(torch.equal(first[0], prologue.generate_pair_sets(10)[0]))
+    def test_pairs_come_from_their_split_with_their_labels(self):
+        # Every image of a training pair is an image of MNIST train, with its label as its class;
+        # every image of a test pair is one of MNIST test (the two splits share no image).
+        found = {}
+        for split in ('train', 'test'):
+            images, labels = prologue.downsampled(split)
+            for image, label in zip(images, labels.tolist()):
+                found.setdefault(runner.digest(image), set()).add((split, label))
+        for split, (input, target, classes) in (('train', self.sets[:3]), ('test', self.sets[3:])):
+            for image, label in zip(input.reshape(-1, 1, 14, 14), classes.reshape(-1).tolist()):
+                self.assertIn((split, label), found.get(runner.digest(image), set()), split)
+
+    def test_draws_as_the_course_helper_from_the_global_generator(self):
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            ours = prologue.generate_pair_sets(50)
+            torch.manual_seed(seed)
+            self.assertTrue(all(torch.equal(a, b) for a, b in zip(ours, course_pair_sets(50))))
+        torch.manual_seed(0)
+        first = prologue.generate_pair_sets(50)
+        self.assertFalse(torch.equal(first[0], ours[0]))  # seeds 0 and 1 differ
 
     def test_seed_gives_same_pairs_and_other_seed_other_pairs(self):
         a = prologue.generate_pair_sets(100, seed=5)
@@ -70,6 +87,20 @@ class CourseContract(unittest.TestCase):
         for nb, kw in ((0, {}), (-3, {}), (30001, {}), (100, {'nb_test': 5001}), (1.5, {})):
             with self.assertRaisesRegex(ValueError, 'pairs cannot be drawn'):
                 prologue.generate_pair_sets(nb, seed=0, **kw)
+
+
+def course_pair_sets(nb):
+    """What the course helper draws: its mnist_to_pairs on the train then the test split, from
+    torch's global generator (the four MNIST files standing in for torchvision's loader)."""
+    out = ()
+    for split in ('train', 'test'):
+        images, labels = prologue.load_mnist(split)
+        input = F.avg_pool2d(images.view(-1, 1, 28, 28).float(), kernel_size=2)
+        a = torch.randperm(input.size(0))[:2 * nb].view(nb, 2)
+        classes = labels[a]
+        out += (torch.cat((input[a[:, 0]], input[a[:, 1]]), 1),
+                (classes[:, 0] <= classes[:, 1]).long(), classes)
+    return out
 
 
 def write_gz(path, content):

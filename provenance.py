@@ -1,0 +1,84 @@
+"""What produced a result: a fingerprint of the project's code, its git commit, and the CPU.
+
+No torch here, so report/make_report.py can check which code the committed results come from.
+"""
+import ast
+import hashlib
+import io
+import os
+import platform
+import subprocess
+import tokenize
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def runtime_files(root=ROOT):
+    """Every top-level module: together they are the code that runs with test.py."""
+    return sorted(f for f in os.listdir(root) if f.endswith('.py'))
+
+
+def code_only(source):
+    """The source without comments, docstrings, blank lines and trailing spaces, so that
+    rewording an explanation leaves the fingerprint alone; found from token and node positions,
+    which do not change between Python versions."""
+    lines = source.splitlines()
+    cut = []  # (start line, start col, end line, end col), 1-based lines
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            cut.append((*token.start, *token.end))
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, 'body', None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            doc = body[0]
+            cut.append((doc.lineno, doc.col_offset, doc.end_lineno, doc.end_col_offset))
+    for line, col, end_line, end_col in sorted(cut, reverse=True):  # from the end: positions hold
+        lines[line - 1:end_line] = [lines[line - 1][:col] + lines[end_line - 1][end_col:]]
+    return '\n'.join(line.rstrip() for line in lines if line.strip()) + '\n'
+
+
+def code_fingerprint(root=ROOT):
+    """12 hex digits that change with any change to the code of the runtime files."""
+    digest = hashlib.sha256()
+    for name in runtime_files(root):
+        with open(os.path.join(root, name), encoding='utf-8') as f:
+            digest.update(f'{name}\n{code_only(f.read())}'.encode())
+    return digest.hexdigest()[:12]
+
+
+def git_commit(root=ROOT):
+    """The checkout's commit, and whether its runtime files differ from it; None outside git."""
+    def git(*args):
+        return subprocess.run(['git', '-C', root, *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        commit = git('rev-parse', 'HEAD')
+        changed = git('status', '--porcelain', '--', *runtime_files(root))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return dict(commit=commit, runtime_files_changed=bool(changed))
+
+
+def code(root=ROOT):
+    return dict(fingerprint=code_fingerprint(root), git=git_commit(root))
+
+
+def _cpuinfo(key):
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next((line.split(':', 1)[1].strip() for line in f if line.startswith(key)), '')
+    except OSError:
+        return ''
+
+
+def cpu_name():
+    return _cpuinfo('model name') or platform.processor() or platform.machine()
+
+
+def bf16_kind():
+    """How this CPU computes bfloat16: 'amx' (Intel AMX tiles), 'avx512_bf16' (vector
+    instructions), or 'none' (emulated, slower than float32)."""
+    flags = _cpuinfo('flags').split()
+    return 'amx' if 'amx_bf16' in flags else 'avx512_bf16' if 'avx512_bf16' in flags else 'none'
