@@ -1,4 +1,5 @@
 """The report's figures, drawn with matplotlib from the results files (used by make_report.py)."""
+from summary import mean_std  # make_report.py puts the project on the path
 
 # Colors in the order a study lists its variants (plain, ws, aux, ws+aux, best in the variants).
 PALETTE = ('#888888', '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728')
@@ -54,22 +55,23 @@ def variants_box(plt, results):
 
 
 def curves(plt, results):
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    fig, axes = plt.subplots(2, 1, figsize=(4.6, 4.6), sharex=True, sharey=True)
     for color, row in zip(PALETTE, results['curves']['rows']):
         for ax, key in zip(axes, ('train_error', 'test_error')):
             series = [r['curve'][key] for r in ok_runs(row)]
             epochs = range(1, len(series[0]) + 1)
-            mean = [sum(v) / len(v) for v in zip(*series)]
-            std = [(sum((x - m) ** 2 for x in v) / max(1, len(v) - 1)) ** 0.5
-                   for v, m in zip(zip(*series), mean)]
+            mean, std = zip(*(mean_std(values) for values in zip(*series)))
+            std = [s or 0 for s in std]
             ax.plot(epochs, mean, label=row['name'], color=color)
             ax.fill_between(epochs, [m - s for m, s in zip(mean, std)],
                             [m + s for m, s in zip(mean, std)], alpha=0.2, color=color)
-            ax.set_title(key.replace('_', ' ') + ' (mean ± std over rounds)')
-            ax.set_xlabel('epoch')
-    axes[0].set_ylabel('pair error (%)')
+            ax.set_ylabel(key.replace('_', ' ') + ' (%)')
+            ax.grid(alpha=0.3)
+    axes[0].set_title('pair error after each epoch, mean ± std')
+    axes[1].set_xlabel('epoch')
     axes[0].set_ylim(0, 50)
     axes[1].legend()
+    fig.tight_layout()
     return fig
 
 

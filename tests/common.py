@@ -26,9 +26,9 @@ if _MISSING:  # those tests then fail (never skip): say why once, before their t
           'mnist/MNIST/raw/, or run `python test.py` once to fetch it into ./data', file=sys.stderr)
 
 
-def config(**overrides):
+def config(name='t', **overrides):
     """A full row config: test.py's defaults with overrides."""
-    return entry.row('t', 'a test row', **overrides)
+    return entry.row(name, 'a test row', **overrides)
 
 
 def run_cli(*args, env=None, timeout=600):

@@ -1,4 +1,6 @@
 """test.py as a user runs it: results files, bad input, interruption and determinism."""
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -8,11 +10,22 @@ import sys
 import tempfile
 import unittest
 
-from tests.common import ROOT, run_cli
+from tests.common import ROOT, entry, run_cli
 
 import provenance
 
 QUICK = ('--quick', '--workers', '1')
+
+
+def run_main(*args):
+    """test.py's main(args) in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = entry.main(list(args))
+        except SystemExit as e:  # argparse's errors exit
+            status = e.code
+    return status, out.getvalue(), err.getvalue()
 
 
 class Results(unittest.TestCase):
@@ -107,14 +120,22 @@ class BadInput(unittest.TestCase):
     ]
 
     def test_each_bad_flag(self):
+        # In this process, through test.py's main (a process each would cost seconds of imports).
         for args, expected in self.CASES:
             with self.subTest(args=args):
-                done = run_cli(*args)
-                self.assertEqual(done.returncode, 2, done.stderr)
-                self.assertIn(expected, done.stderr)
-                self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
-                self.assertNotIn('Traceback', done.stderr)
-                self.assertEqual(done.stdout, '')
+                status, out, err = run_main(*args)
+                self.assertEqual(status, 2, err)
+                self.assertIn(expected, err)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertNotIn('Traceback', err)
+                self.assertEqual(out, '')
+
+    def test_a_bad_flag_as_a_user_runs_it(self):
+        done = run_cli('--rounds', '0')
+        self.assertEqual(done.returncode, 2)
+        self.assertEqual(done.stderr, 'test.py: error: argument --rounds: 0 is out of range: use a '
+                                      'whole number >= 1 (see --help)\n')
+        self.assertEqual(done.stdout, '')
 
     def test_cuda_without_a_gpu(self):
         import torch
@@ -238,7 +259,7 @@ class Reproduce(unittest.TestCase):
         cls.dir = tempfile.mkdtemp()
         cls.path = os.path.join(cls.dir, 'fast.json')
         done = run_cli('--fast', '--rounds', '3', '--pairs', '300', '--test_pairs', '300',
-                       '--json', cls.path)
+                       '--workers', '1', '--threads', '1', '--json', cls.path)
         assert done.returncode == 0, done.stderr
         with open(cls.path) as f:
             cls.data = json.load(f)
@@ -254,7 +275,7 @@ class Reproduce(unittest.TestCase):
         path = os.path.join(self.dir, 'changed.json')
         with open(path, 'w') as f:
             json.dump(data, f)
-        return run_cli('--reproduce', path, *args)
+        return run_cli('--reproduce', path, '--workers', '1', *args)
 
     def test_the_same_machine_gives_identical_rounds(self):
         done = self.reproduce()

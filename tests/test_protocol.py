@@ -18,8 +18,8 @@ MACHINE = runner.Machine(data_dir=DATA_DIR, allow_bf16=train.native_bf16())
 SHORT = dict(nb_pairs=120, nb_test_pairs=80, nb_epochs=2, dropout=0.1)
 
 
-def run(seed=0, round=0, **overrides):
-    return runner.run_one(runner.Job(config(**dict(SHORT, **overrides)), seed, round), MACHINE)
+def run(seed=0, round=0, name='ws', **overrides):
+    return runner.run_one(runner.Job(config(name, **dict(SHORT, **overrides)), seed, round), MACHINE)
 
 
 def without_times(result):
@@ -87,8 +87,8 @@ class Rounds(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.ws = [run(round=k) for k in (0, 1)]
-        cls.ws_aux = [run(round=k, aux_weight=1.0, re_pair=True) for k in (0, 1)]
-        cls.plain = run(round=0, share_weights=False)
+        cls.ws_aux = [run(round=k, name='ws+aux', aux_weight=1.0, re_pair=True) for k in (0, 1)]
+        cls.plain = run(round=0, name='plain', share_weights=False)
         cls.other_seed = run(seed=1, round=0)
 
     def test_each_round_draws_other_pairs_and_other_weights(self):
@@ -109,7 +109,7 @@ class Rounds(unittest.TestCase):
 
     def test_the_digests_are_those_of_the_pairs(self):
         data_seed = runner.seed_for(0, 1, 'data')
-        pairs = runner.load_pairs(config(**SHORT), data_seed, False, 1, DATA_DIR)
+        pairs = runner.load_pairs(config('ws', **SHORT), data_seed, False, 1, DATA_DIR)
         self.assertEqual(runner.digest(*pairs), self.ws[1]['pairs_digest'])
 
 

@@ -35,8 +35,9 @@ class Statistics(unittest.TestCase):
         self.assertAlmostEqual(summary.t_quantile(0.95, 10 ** 6), 1.960, places=3)
 
     def test_paired_difference_by_hand(self):
-        # Differences 1, 2, 3, 4: mean 2.5, std 1.29099, standard error 0.645497, t(3) = 3.18245.
-        diff = summary.paired_difference(runs([11, 12, 13, 14]), runs([10, 10, 10, 10]))
+        # Round by round: 11-10, 13-11, 13-10, 16-12 = 1, 2, 3, 4: mean 2.5, std 1.29099,
+        # standard error 0.645497, t(3) = 3.18245. Unpaired, the spread would be far larger.
+        diff = summary.paired_difference(runs([11, 13, 13, 16]), runs([10, 11, 10, 12]))
         self.assertEqual(diff['n'], 4)
         self.assertAlmostEqual(diff['mean'], 2.5)
         self.assertAlmostEqual(diff['ci95'][0], 2.5 - 3.182446 * 0.6454972, places=5)
