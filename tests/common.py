@@ -26,6 +26,10 @@ if _MISSING:  # those tests then fail (never skip): say why once, before their t
           'mnist/MNIST/raw/, or run `python test.py` once to fetch it into ./data', file=sys.stderr)
 
 
+# The machine of the tests that call runner directly: this CPU, MNIST where the tests read it.
+MACHINE = runner.Machine(data_dir=DATA_DIR, allow_bf16=train.native_bf16())
+
+
 def config(name='t', **overrides):
     """A full row config: test.py's defaults with overrides."""
     return entry.row(name, 'a test row', **overrides)

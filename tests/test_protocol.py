@@ -10,10 +10,9 @@ from unittest import mock
 
 import torch
 
-from tests.common import DATA_DIR, config, models, prologue, runner, train
+from tests.common import DATA_DIR, MACHINE, config, models, prologue, runner, train
 from tests.test_train import toy_pairs
 
-MACHINE = runner.Machine(data_dir=DATA_DIR, allow_bf16=train.native_bf16())
 # A short run on real pairs: small enough for a unit test, with every random draw in play.
 SHORT = dict(nb_pairs=120, nb_test_pairs=80, nb_epochs=2, dropout=0.1)
 

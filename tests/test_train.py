@@ -3,7 +3,7 @@ import unittest
 
 import torch
 
-from tests.common import DATA_DIR, config, models, runner, train
+from tests.common import MACHINE, config, models, runner, train
 
 
 def toy_pairs(n, seed=0):
@@ -117,9 +117,6 @@ class Deskew(unittest.TestCase):
         out = train.deskew(x)
         self.assertTrue(torch.allclose(out, x, atol=1e-3))
         self.assertFalse(out.isnan().any())
-
-
-MACHINE = runner.Machine(data_dir=DATA_DIR, allow_bf16=train.native_bf16())
 
 
 class RealDigits(unittest.TestCase):
