@@ -14,10 +14,16 @@ import train
 
 
 def timed_runs(config, machine, rounds, seed, channels_last=False, bf16=False):
-    """rounds runs of config with the given fast paths (bf16 here forces autocast on the row)."""
+    """rounds runs of config with the given fast paths (bf16 here forces autocast on the row).
+    Raises train.TrainingDiverged: a run that diverged has no time to compare."""
     machine = dataclasses.replace(machine, channels_last=channels_last, allow_bf16=bf16)
-    return [runner.run_one(runner.Job(dict(config, bf16=bf16), seed, k), machine)
+    runs = [runner.run_one(runner.Job(dict(config, bf16=bf16), seed, k), machine)
             for k in range(rounds)]
+    for run in runs:
+        if run['status'] != 'ok':
+            raise train.TrainingDiverged(f"row {config['name']} round {run['round']}: "
+                                         f"{run['message']}")
+    return runs
 
 
 def run(rows, reference, machine, rounds, seed, command, parallel_row):
@@ -34,10 +40,11 @@ def run(rows, reference, machine, rounds, seed, command, parallel_row):
     torch.set_num_threads(cores)
     runner.warm_up(dataclasses.replace(machine, threads=cores))
     ref = timed_runs(reference, machine, rounds, seed)
-    ref_seconds = summary.run_seconds(summary.summarize(ref))
+    ref_summary = summary.summarize(ref)
+    ref_seconds = summary.run_seconds(ref_summary)
     print(f"reference run ({ref[0]['nb_parameters']:,} parameters, {reference['nb_epochs']} "
           f"epochs, fp32, {cores} threads): {ref_seconds:.2f} s, test error "
-          f"{summary.summarize(ref)['test_error']['mean']:.2f} %", flush=True)
+          f"{ref_summary['test_error']['mean']:.2f} %", flush=True)
     # Each run of a study runs in a worker with one thread: time the models the same way.
     torch.set_num_threads(machine.threads)
     report = []

@@ -22,8 +22,8 @@ def code_only(source):
     """The source without comments, docstrings, blank lines and trailing spaces, so that
     rewording an explanation leaves the fingerprint alone; found from token and node positions,
     which do not change between Python versions."""
-    lines = source.splitlines()
-    cut = []  # (start line, start col, end line, end col), 1-based lines
+    lines = source.split('\n')
+    cut = []  # (start line, start col, end line, end col): 1-based lines, columns in characters
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:
             cut.append((*token.start, *token.end))
@@ -33,7 +33,10 @@ def code_only(source):
                 and body and isinstance(body[0], ast.Expr)
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
             doc = body[0]
-            cut.append((doc.lineno, doc.col_offset, doc.end_lineno, doc.end_col_offset))
+            # ast counts columns in UTF-8 bytes, tokenize and string slices in characters.
+            chars = lambda line, col: len(lines[line - 1].encode()[:col].decode())
+            cut.append((doc.lineno, chars(doc.lineno, doc.col_offset), doc.end_lineno,
+                        chars(doc.end_lineno, doc.end_col_offset)))
     for line, col, end_line, end_col in sorted(cut, reverse=True):  # from the end: positions hold
         lines[line - 1:end_line] = [lines[line - 1][:col] + lines[end_line - 1][end_col:]]
     return '\n'.join(line.rstrip() for line in lines if line.strip()) + '\n'
@@ -75,6 +78,17 @@ def _cpuinfo(key):
 
 def cpu_name():
     return _cpuinfo('model name') or platform.processor() or platform.machine()
+
+
+# Instruction sets that decide which kernels oneDNN runs, so which float sums a run makes.
+KERNEL_FLAGS = ('avx2', 'fma', 'avx_vnni', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
+                'avx512_fp16', 'amx_tile', 'amx_bf16', 'amx_int8')
+
+
+def cpu_flags():
+    """The CPU's kernel-deciding instruction sets, space-separated ('' where unknown)."""
+    flags = set(_cpuinfo('flags').split())
+    return ' '.join(f for f in KERNEL_FLAGS if f in flags)
 
 
 def bf16_kind():

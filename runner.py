@@ -322,4 +322,6 @@ def environment():
     return dict(torch=torch.__version__, python=platform.python_version(),
                 machine=platform.machine(), system=platform.system(),
                 cpu_count=os.cpu_count(), cpu=provenance.cpu_name(),
-                bf16_kind=provenance.bf16_kind(), native_bf16=train.native_bf16())
+                cpu_flags=provenance.cpu_flags(), bf16_kind=provenance.bf16_kind(),
+                native_bf16=train.native_bf16(),
+                gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)

@@ -102,6 +102,11 @@ def summarize(runs):
     return summary
 
 
+def rows_by_name(data):
+    """A study's rows by their names."""
+    return {r['name']: r for r in data['rows']}
+
+
 def run_seconds(summary):
     """Mean seconds per run: training plus the test evaluation."""
     return summary['seconds']['mean'] + summary['eval_seconds']['mean']
@@ -159,13 +164,19 @@ def markdown_table(data):
     return '\n'.join(lines + ['| ' + ' | '.join(cells) + ' |' for cells in rows])
 
 
-def text_table(data):
-    """The same table in fixed-width columns, for the console."""
-    header, rows = table_cells(data)
+def columns(header, rows, right=None):
+    """Fixed-width columns for the console; right: the columns aligned right (default all but
+    the first)."""
+    right = range(1, len(header)) if right is None else right
     widths = [max(len(line[k]) for line in [header] + rows) for k in range(len(header))]
-    return '\n'.join('  '.join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in
-                                                             zip(line[1:], widths[1:])]).rstrip()
+    return '\n'.join('  '.join(c.rjust(w) if k in right else c.ljust(w)
+                               for k, (c, w) in enumerate(zip(line, widths))).rstrip()
                      for line in [header] + rows)
+
+
+def text_table(data):
+    """The study table in fixed-width columns, for the console."""
+    return columns(*table_cells(data))
 
 
 ######################################################################

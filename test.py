@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import math
 import os
+import shlex
 import sys
 import types
 
@@ -140,7 +141,8 @@ def parse_args(argv):
     what = parser.add_argument_group('what to run')
     what.add_argument('--study', default=None, metavar='NAME',
                       help="a study (default: variants); 'list' names them, 'all' runs all "
-                           "but tuning and fast, each writing NAME.json (into the --json folder)")
+                           f"but {', '.join(n for n in STUDIES if n not in ALL)}, each writing "
+                           "NAME.json (into the --json folder)")
     what.add_argument('--variant', default=None, metavar='NAMES',
                       help='comma-separated row names of the study to run (default: all rows)')
     what.add_argument('--quick', action='store_true',
@@ -165,9 +167,11 @@ def parse_args(argv):
                           help=f"mini-batch size for every row (default {HYP['mini_batch_size']})")
     settings.add_argument('--lr', type=positive_float, default=None,
                           help='learning rate for every row (default: per row)')
-    settings.add_argument('--pairs', type=int_in_range(1, 30000), default=None,
+    settings.add_argument('--pairs', type=int_in_range(1, prologue.SPLIT_SIZES['train'] // 2),
+                          default=None,
                           help=f"training pairs per round (default {HYP['nb_pairs']})")
-    settings.add_argument('--test_pairs', type=int_in_range(1, 5000), default=None,
+    settings.add_argument('--test_pairs', type=int_in_range(1, prologue.SPLIT_SIZES['test'] // 2),
+                          default=None,
                           help=f"test pairs per round (default {HYP['nb_test_pairs']})")
     settings.add_argument('--seed', type=int_in_range(0), default=0,
                           help='base seed; round r of every row uses seeds derived from '
@@ -179,8 +183,10 @@ def parse_args(argv):
     io.add_argument('--data_dir', default=None,
                     help='folder holding mnist/MNIST/raw/ (default $PYTORCH_DATA_DIR, else ./data)')
     io.add_argument('--json', default=None, metavar='PATH',
-                    help='write the results there (default with --study, unless --quick or '
-                         '--variant: report/results/NAME.json; with --study all: a folder)')
+                    help='write the results there (with --study all: a folder). Without it, '
+                         '--study NAME writes report/results/NAME.json, but only for the whole '
+                         'study as defined: never with --quick, --variant, --epochs, '
+                         '--batch_size, --lr, --pairs, --test_pairs or --validation')
     io.add_argument('--verbose', action='store_true', help='print the training error after every epoch')
     speed = parser.add_argument_group('speed')
     speed.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'),
@@ -193,6 +199,8 @@ def parse_args(argv):
     speed.add_argument('--no_bf16', action='store_true',
                        help='train in float32 even where the CPU has native bfloat16')
     args = parser.parse_args(argv)
+    # How this run was asked for, as a shell would take it back: recorded in the results.
+    args.command = shlex.join(['python', 'test.py'] + list(sys.argv[1:] if argv is None else argv))
     if args.fast:
         if args.study not in (None, 'fast'):
             parser.error('--fast runs its own study (the fast model); drop --study or --fast')
@@ -250,15 +258,24 @@ def select(rows, variant, study_name):
     return [r for r in rows if r['name'] in wanted]
 
 
+def changed(args):
+    """The flags that make a run other than the study as committed (rounds and seed aside,
+    which its results file records): such a run never replaces report/results/ by default."""
+    return [flag for flag, value in (
+        ('--quick', args.quick), ('--variant', args.variant), ('--epochs', args.epochs),
+        ('--batch_size', args.batch_size), ('--lr', args.lr), ('--pairs', args.pairs),
+        ('--test_pairs', args.test_pairs), ('--validation', args.validation)) if value]
+
+
 def results_path(name, args):
-    """Where a study's results go: --json, else report/results/NAME.json for a whole study
-    named with --study (never for a smoke run or a few rows), else nowhere."""
-    if args.study == 'all':
-        path = os.path.join(args.json or RESULTS, f'{name}.json')
-    elif args.json or args.study is None or args.quick or args.variant:
-        path = args.json
-    else:
+    """Where a study's results go: --json (a folder with --study all), else
+    report/results/NAME.json for a whole, unchanged study named with --study, else nowhere."""
+    if args.json:
+        path = os.path.join(args.json, f'{name}.json') if args.study == 'all' else args.json
+    elif args.study is not None and not changed(args):
         path = os.path.join(RESULTS, f'{name}.json')
+    else:
+        path = None
     if path:
         check_json(path)
     return path
@@ -275,7 +292,7 @@ def run(args):
     if args.study == 'list':
         for name, study in STUDIES.items():
             print(f'{name:<16} {study.about}')
-        print(f"{'all':<16} every study above but tuning and fast")
+        print(f"{'all':<16} every study above but {', '.join(n for n in STUDIES if n not in ALL)}")
         return 0
     if args.study not in (None, 'all') and args.study not in STUDIES:
         raise UsageError(f"--study {args.study}: no such study; choose from list, all, "
@@ -287,7 +304,7 @@ def run(args):
         raise UsageError('--bench times the variants and the fast model; drop --study')
     if args.reproduce:
         return reproduce_study(args)
-    command = ' '.join(['python', 'test.py'] + sys.argv[1:])
+    command = args.command
     if args.bench:
         rows = select(rows_for(STUDIES['variants'].rows + STUDIES['fast'].rows, args),
                       args.variant, 'bench')
@@ -325,12 +342,8 @@ def run(args):
 
 def reproduce_study(args):
     """--reproduce: the committed study rerun as recorded, and the verdict as exit status."""
-    fixed = [flag for flag, value in (('--study', args.study), ('--bench', args.bench),
-                                      ('--quick', args.quick), ('--variant', args.variant),
-                                      ('--epochs', args.epochs), ('--batch_size', args.batch_size),
-                                      ('--lr', args.lr), ('--pairs', args.pairs),
-                                      ('--test_pairs', args.test_pairs),
-                                      ('--validation', args.validation)) if value]
+    fixed = [flag for flag, value in (('--study', args.study), ('--bench', args.bench)) if value]
+    fixed += changed(args)
     if fixed or args.seed:
         raise UsageError(f"--reproduce reruns the recorded settings; drop {', '.join(fixed) or '--seed'}")
     name = args.reproduce
@@ -342,12 +355,11 @@ def reproduce_study(args):
         check_json(args.json)
     machine = resolve_machine(args)
     try:
-        data = summary.load_json(path)
-        runner.check_data(machine.data_dir, test=not data.get('settings', {}).get('validation'))
-        rerun, lines = reproduce.run(path, row, STUDIES, machine, args.rounds,
-                                     ' '.join(['python', 'test.py'] + sys.argv[1:]))
+        plan = reproduce.plan(summary.load_json(path), row, STUDIES, machine, args.rounds)
     except ValueError as e:
         raise UsageError(f'--reproduce {name}: {path} cannot be rerun: {e}') from None
+    runner.check_data(machine.data_dir, test=not plan.study.validation)
+    rerun, lines = reproduce.run(path, plan, args.command)
     print('\n'.join([''] + lines))
     if args.json:
         summary.write_json(args.json, rerun)
@@ -362,14 +374,19 @@ def main(argv=None):
     try:
         return run(args)
     except UsageError as e:
-        print(f'test.py: error: {e}', file=sys.stderr)
-        return 2
+        return fail(e, 2)
     except prologue.DataError as e:
-        print(f'test.py: error: {e}', file=sys.stderr)
-        return 1
+        return fail(e, 1)
+    except train.TrainingDiverged as e:  # in the benchmark, where every run must train
+        return fail(f'{e}; try a smaller --lr', 1)
     except KeyboardInterrupt:  # outside a study's rounds (loading, benchmarking)
         print('\ninterrupted', file=sys.stderr)
         return 130
+
+
+def fail(message, status):
+    print(f'test.py: error: {message}', file=sys.stderr)
+    return status
 
 
 if __name__ == '__main__':

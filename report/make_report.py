@@ -13,7 +13,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # the project's own modules
 
-from summary import ci_text, digit_stat, markdown_table, pm, run_seconds, summarize  # noqa: E402
+from summary import (ci_text, digit_stat, markdown_table, pm, rows_by_name, run_seconds,  # noqa: E402
+                     summarize)
 import paper  # noqa: E402  (report/ is on the path as this script's folder)
 import provenance  # noqa: E402
 import summary  # noqa: E402
@@ -27,10 +28,6 @@ def load_results(folder=RESULTS):
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     return {name[:-5]: summary.load_json(os.path.join(folder, name))
             for name in names if name.endswith('.json')}
-
-
-def rows_by_name(data):
-    return {r['name']: r for r in data['rows']}
 
 
 def cpu_text(env):
@@ -327,27 +324,24 @@ def section_speed(results):
         out.append(f"| {m['model']} | {m['path']} | {m['seconds']:.2f} | {m['times_reference']:.2f} | "
                    f"{m['speedup_vs_fp32']:.2f}x | {pm(m['summary']['test_error'])} | "
                    f"{ci_text(m['paired_vs_fp32'])} |")
-    par = bench['parallel']
+    par = bench['parallel']  # None on a GPU or without the ws+aux row
     by = {(m['model'], m['path']): m for m in bench['models']}
     gain = {name: by[(name, 'channels-last')]['seconds'] / by[(name, 'channels-last+bf16')]['seconds']
             for name in dict.fromkeys(m['model'] for m in bench['models'])
             if (name, 'channels-last+bf16') in by}
     gains = ', '.join(f'{name} {g:.2f}x' for name, g in gain.items())
-    classic = [g for name, g in gain.items() if name not in ('best', 'fast')]
     diffs = [m['paired_vs_fp32'] for m in bench['models'] if m['paired_vs_fp32']]
     worse = sum(d['ci95'][0] > 0 for d in diffs)
     bf16 = ('This machine has no native bfloat16, so autocast stays off.' if not gain else
-            f'bfloat16 autocast over channels-last alone: {gains}. It is on for the rows whose '
-            '`bf16` setting is on, the best and fast models, and off for the four classic '
-            f'variants, where it is at most {max(classic):.2f}x and below 1 for '
-            f'{sum(g < 1 for g in classic)} of them.')
+            f'bfloat16 autocast over channels-last alone: {gains} (which rows use it: below).')
     out += ['', f'The studies use channels-last for every model. {bf16} Accuracy: {worse} of the '
             f'{len(diffs)} paired intervals of a fast path against fp32 lie above zero (a higher '
-            'error); at 95 % about one in twenty would by chance alone.', '',
-            f"The same {len(next(iter(par.values()))['test_errors'])} runs of ws+aux in one process "
-            "with all threads and in one-thread worker processes: " +
-            ', '.join(f"{k} x {v['threads']} thread(s): {v['wall_seconds']:.1f} s" for k, v in par.items())
-            + '. The studies use worker processes.', '']
+            'error); at 95 % about one in twenty would by chance alone.', '']
+    if par:
+        out += [f"The same {len(next(iter(par.values()))['test_errors'])} runs of ws+aux in one "
+                "process with all threads and in one-thread worker processes: "
+                + ', '.join(f"{k} x {v['threads']} thread(s): {v['wall_seconds']:.1f} s"
+                            for k, v in par.items()) + '. The studies use worker processes.', '']
     out += fast_path_check(results.get('fastpaths_on'), results.get('fastpaths_off'))
     out += bf16_check(results)
     variants, fast = results.get('variants'), results.get('fast')
@@ -407,9 +401,9 @@ def bf16_sentence(results):
     diffs = {name: summary.paired_difference(r['runs'], r32['runs']) for name, r, r32, _ in pairs}
     figures = '; '.join(f"{name}: {ci_text(diffs[name])} pp" + (f', {gain:.2f}x faster' if gain else '')
                         for name, _, _, gain in pairs)
-    costly = [name for name, d in diffs.items() if d['ci95'][0] > 0]
-    verdict = (f"a measurable cost for {', '.join(costly)}: bf16 should be off there" if costly
-               else 'no measurable cost in accuracy')
+    costly = [name for name, d in diffs.items() if not d or d['ci95'][0] > 0]
+    verdict = (f"a measurable cost, or too few rounds to tell, for {', '.join(costly)}: bf16 "
+               f"should be off there" if costly else 'no measurable cost in accuracy')
     return [f"bfloat16 autocast is on for the rows that ask for it ({wish}) wherever the CPU "
             f"computes bfloat16 natively (AVX512-BF16 or AMX; never emulated), and off elsewhere. "
             f"On {cpu_text(on['environment'])}, over {on['settings']['rounds']} paired rounds "

@@ -8,7 +8,8 @@ regenerates byte for byte from the same results (tests/test_report.py checks it)
 import json
 import os
 
-from summary import ci_text, digit_stat, num, paired_difference, pm, run_seconds
+from summary import (ci_text, digit_stat, mean_std, num, paired_difference, pm, rows_by_name,
+                     run_seconds, table_cells)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TYP = os.path.join(HERE, 'paper.typ')
@@ -46,10 +47,6 @@ def code(text):
     return '#raw(' + json.dumps(str(text), ensure_ascii=False) + ')'
 
 
-def rows_by_name(data):
-    return {r['name']: r for r in data['rows']}
-
-
 def table(header, rows, align=None):
     """A typst table, rules above and below and under the header."""
     align = align or ('left',) + ('right',) * (len(header) - 1)
@@ -71,17 +68,10 @@ def image(name, width='100%'):
 
 
 def study_table(data, first='row'):
-    """A study as a table: each row's parameters, errors and paired difference."""
-    rows = []
-    for r in data['rows']:
-        s = r['summary']
-        vs = ('reference' if r['name'] == data['reference']
-              else ci_text(r.get('paired_vs_reference')))
-        rows.append([r['name'], f"{r['nb_parameters']:,}", pm(s['test_error']),
-                     pm(digit_stat(s)), vs, num(run_seconds(s))])
-    error = 'test error %' if data['evaluated_on'] == 'test pairs' else 'valid. error %'
-    return table([first, 'params', error, 'digit error %',
-                  f"vs {data['reference']} (pp, 95% CI)", 's / run'], rows)
+    """A study as a table: the columns of the report's table that fit a page."""
+    header, rows = table_cells(data)
+    keep = (0, 1, 2, 5, 8, 7)  # row, params, error, digit error, paired difference, s / run
+    return table([first] + [header[k] for k in keep[1:]], [[r[k] for k in keep] for r in rows])
 
 
 def how(data):
@@ -288,7 +278,8 @@ class Paper:
                f"the head has little left to learn.")
         curves, curve_figure = self.results.get('curves'), []
         if curves:
-            last = {r['name']: {k: sum(run['curve'][k][-1] for run in r['runs']) / len(r['runs'])
+            last = {r['name']: {k: mean_std([run['curve'][k][-1] for run in r['runs']
+                                              if run['status'] == 'ok'])[0]
                                 for k in ('train_error', 'test_error')} for r in curves['rows']}
             why += (f" @curves shows it: at the last epoch the plain network misses "
                     f"{t(num(last['plain']['train_error']))} % of its training pairs and "

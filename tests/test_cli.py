@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 from tests.common import ROOT, entry, run_cli
@@ -83,6 +84,23 @@ class Results(unittest.TestCase):
         losses = lambda d: [[r['final_loss'] for r in row['runs']] for row in d['rows']]
         self.assertEqual(losses(one), losses(two))
 
+    def test_only_a_whole_unchanged_study_replaces_the_committed_results(self):
+        path = lambda *args: entry.results_path('heads', entry.parse_args(list(args)))
+        committed = os.path.join(entry.RESULTS, 'heads.json')
+        self.assertEqual(path('--study', 'heads'), committed)
+        self.assertEqual(path('--study', 'heads', '--rounds', '20', '--seed', '3'), committed)
+        self.assertEqual(path('--study', 'all'), committed)
+        for changed in (('--quick',), ('--variant', 'mlp'), ('--epochs', '3'), ('--lr', '0.1'),
+                        ('--batch_size', '20'), ('--pairs', '500'), ('--test_pairs', '500'),
+                        ('--validation',)):
+            with self.subTest(changed=changed):
+                self.assertIsNone(path('--study', 'heads', *changed))
+                self.assertIsNone(path('--study', 'all', *changed))
+        self.assertIsNone(path())  # plain python test.py prints and saves nothing
+        self.assertEqual(path('--study', 'heads', '--quick', '--json', 'x.json'), 'x.json')
+        self.assertEqual(path('--study', 'all', '--quick', '--json', self.dir),
+                         os.path.join(self.dir, 'heads.json'))
+
     def test_study_list_names_every_study(self):
         done = run_cli('--study', 'list')
         self.assertEqual(done.returncode, 0)
@@ -137,14 +155,15 @@ class BadInput(unittest.TestCase):
                                       'whole number >= 1 (see --help)\n')
         self.assertEqual(done.stdout, '')
 
-    def test_cuda_without_a_gpu(self):
+    def test_cuda_only_where_there_is_a_gpu(self):
         import torch
+        done = run_cli('--device', 'cuda', '--quick', '--variant', 'ws')
         if torch.cuda.is_available():
-            self.assertEqual(run_cli('--device', 'cuda', '--help').returncode, 0)
-            return
-        done = run_cli('--device', 'cuda', '--quick')
-        self.assertEqual(done.returncode, 2)
-        self.assertIn('no CUDA GPU', done.stderr)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            self.assertIn('row=ws round=0', done.stdout)
+        else:
+            self.assertEqual(done.returncode, 2)
+            self.assertIn('no CUDA GPU', done.stderr)
 
     def test_unwritable_json(self):
         folder = tempfile.mkdtemp()
@@ -199,6 +218,30 @@ class Data(unittest.TestCase):
             shutil.rmtree(folder)
 
 
+class ValidationFromTheCommandLine(unittest.TestCase):
+    def test_validation_runs_on_the_training_files_alone(self):
+        folder = tempfile.mkdtemp()
+        try:
+            from tests.common import prologue
+            raw = prologue.raw_dir(folder)
+            os.makedirs(raw)
+            for name in prologue.SPLITS['train']:
+                shutil.copy(os.path.join(prologue.raw_dir(), name), raw)
+            for args in (('--validation', '--variant', 'ws'), ('--study', 'tuning', '--variant', 'best')):
+                with self.subTest(args=args):
+                    path = os.path.join(folder, 'v.json')
+                    done = run_cli(*QUICK, *args, '--data_dir', folder, '--json', path,
+                                   env={'MNIST_MIRROR': 'http://127.0.0.1:9/'})
+                    self.assertEqual(done.returncode, 0, done.stderr)
+                    with open(path) as f:
+                        data = json.load(f)
+                    self.assertEqual(data['evaluated_on'], 'held-out training pairs')
+                    self.assertIn('valid_error=', done.stdout)
+            self.assertEqual(sorted(os.listdir(raw)), sorted(prologue.SPLITS['train']))
+        finally:
+            shutil.rmtree(folder)
+
+
 class Training(unittest.TestCase):
     def test_huge_learning_rate_stops_the_run_with_a_clear_message(self):
         done = run_cli(*QUICK, '--variant', 'ws+aux', '--lr', '1e30')
@@ -227,9 +270,12 @@ class Interrupt(unittest.TestCase):
                  '5000', '--pairs', '40', '--test_pairs', '25', '--epochs', '1', '--workers',
                  workers, '--threads', '1', '--json', path],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            watchdog = threading.Timer(120, proc.kill)  # a study that never prints fails, not hangs
+            watchdog.start()
             for line in proc.stdout:
                 if line.startswith('run study=variants row=ws round='):
                     break
+            watchdog.cancel()
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=120)
             self.assertEqual(proc.returncode, 130, err)
@@ -309,6 +355,20 @@ class Reproduce(unittest.TestCase):
         done = self.reproduce(elsewhere_and_worse)
         self.assertEqual(done.returncode, 1, done.stdout)
         self.assertIn('NOT consistent', done.stdout)
+
+    def test_elsewhere_one_round_or_a_diverged_rerun_never_agrees(self):
+        def elsewhere(data):
+            data['environment']['cpu'] = 'another CPU'
+
+        def elsewhere_and_diverging(data):
+            elsewhere(data)
+            data['rows'][0]['config']['lr'] = 1e30
+        done = self.reproduce(elsewhere, '--rounds', '1')
+        self.assertEqual(done.returncode, 1, done.stdout)
+        self.assertIn('NOT judged (fewer than 2 rounds)', done.stdout)
+        done = self.reproduce(elsewhere_and_diverging, '--rounds', '2')
+        self.assertEqual(done.returncode, 1, done.stdout)
+        self.assertIn('NOT consistent (2 round(s) diverged)', done.stdout)
 
     def test_recorded_settings_are_not_overridden(self):
         done = run_cli('--reproduce', self.path, '--epochs', '3')

@@ -13,6 +13,8 @@ import torch
 from tests.common import DATA_DIR, MACHINE, config, models, prologue, runner, train
 from tests.test_train import toy_pairs
 
+import reproduce
+
 # A short run on real pairs: small enough for a unit test, with every random draw in play.
 SHORT = dict(nb_pairs=120, nb_test_pairs=80, nb_epochs=2, dropout=0.1)
 
@@ -22,7 +24,7 @@ def run(seed=0, round=0, name='ws', **overrides):
 
 
 def without_times(result):
-    return {k: v for k, v in result.items() if k not in ('seconds', 'eval_seconds')}
+    return {k: v for k, v in result.items() if k not in reproduce.TIMES}
 
 
 class Normalization(unittest.TestCase):

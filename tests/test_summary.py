@@ -105,6 +105,12 @@ class Fingerprint(unittest.TestCase):
                             provenance.code_only(self.SOURCE.replace('x + 1', 'x + 2')))
         self.assertEqual(provenance.code_only(self.SOURCE), 'import os\ndef f(x):\n    return x + 1\n')
 
+    def test_a_docstring_after_non_ascii_text_is_cut_exactly(self):
+        # ast counts columns in bytes, the source is sliced in characters: the code after a
+        # docstring that holds a non-ASCII character must stay.
+        self.assertEqual(provenance.code_only('def f():\n    """± doc"""; x = 1\n'),
+                         'def f():\n    ; x = 1\n')
+
     def test_the_fingerprint_covers_every_top_level_module(self):
         copy = tempfile.mkdtemp()
         try:
