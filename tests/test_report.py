@@ -117,7 +117,9 @@ class Paper(unittest.TestCase):
         folder = tempfile.mkdtemp()
         try:
             pdf = os.path.join(folder, 'paper.pdf')
-            pages = paper.compile_pdf(paper.TYP, pdf)  # needs typst: pip install -r report/requirements.txt
+            pages = paper.compile_pdf(paper.TYP, pdf)
+            self.assertIsNotNone(pages, 'the typst package is missing: pip install -r '
+                                        'report/requirements.txt')
             with open(pdf, 'rb') as a, open(paper.PDF, 'rb') as b:
                 self.assertTrue(a.read() == b.read(), 'report/paper.pdf is stale: run '
                                                       'python report/make_report.py')
