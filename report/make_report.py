@@ -379,13 +379,15 @@ def fast_path_check(on, off):
 
 
 def bf16_pairs(results):
-    """(row, bf16 row, fp32 row, bench speed-up or None) of the bf16 study's two runs."""
+    """(row, bf16 row, fp32 row, their paired difference, bench speed-up or None) of the bf16
+    study's two runs."""
     on, off, bench = results.get('bf16_on'), results.get('bf16_off'), results.get('bench')
     if not (on and off):
         return []
     by = {(m['model'], m['path']): m['seconds'] for m in bench['models']} if bench else {}
     fp32 = rows_by_name(off)
     return [(r['name'], r, fp32[r['name']],
+             summary.paired_difference(r['runs'], fp32[r['name']]['runs']),
              by[(r['name'], 'channels-last')] / by[(r['name'], 'channels-last+bf16')]
              if (r['name'], 'channels-last+bf16') in by else None) for r in on['rows']]
 
@@ -398,10 +400,9 @@ def bf16_sentence(results):
     on = results['bf16_on']
     rows = [r for name in ('variants', 'fast') if name in results for r in results[name]['rows']]
     wish = ', '.join(dict.fromkeys(r['name'] for r in rows if r['config']['bf16'])) or 'no row'
-    diffs = {name: summary.paired_difference(r['runs'], r32['runs']) for name, r, r32, _ in pairs}
-    figures = '; '.join(f"{name}: {ci_text(diffs[name])} pp" + (f', {gain:.2f}x faster' if gain else '')
-                        for name, _, _, gain in pairs)
-    costly = [name for name, d in diffs.items() if not d or d['ci95'][0] > 0]
+    figures = '; '.join(f"{name}: {ci_text(diff)} pp" + (f', {gain:.2f}x faster' if gain else '')
+                        for name, _, _, diff, gain in pairs)
+    costly = [name for name, _, _, diff, _ in pairs if not diff or diff['ci95'][0] > 0]
     verdict = (f"a measurable cost, or too few rounds to tell, for {', '.join(costly)}: bf16 "
                f"should be off there" if costly else 'no measurable cost in accuracy')
     return [f"bfloat16 autocast is on for the rows that ask for it ({wish}) wherever the CPU "
@@ -419,9 +420,9 @@ def bf16_check(results):
     out = ['### bfloat16 against float32', ''] + bf16_sentence(results)
     out += ['| model | fp32 % | bf16 % | bf16 - fp32 (pp, 95% CI) | digit error fp32 % | '
             'digit error bf16 % | speed-up |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
-    for name, r, r32, gain in pairs:
+    for name, r, r32, diff, gain in pairs:
         out.append(f"| {name} | {pm(r32['summary']['test_error'])} | {pm(r['summary']['test_error'])} "
-                   f"| {ci_text(summary.paired_difference(r['runs'], r32['runs']))} | "
+                   f"| {ci_text(diff)} | "
                    f"{pm(r32['summary']['test_digit_error'])} | {pm(r['summary']['test_digit_error'])} "
                    f"| {f'{gain:.2f}x' if gain else '-'} |")
     return out + ['', 'With bf16:', '', markdown_table(results['bf16_on']), '', 'With `--no_bf16`:',

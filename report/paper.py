@@ -8,7 +8,7 @@ regenerates byte for byte from the same results (tests/test_report.py checks it)
 import json
 import os
 
-from summary import (ci_text, digit_stat, mean_std, num, paired_difference, pm, rows_by_name,
+from summary import (ci_text, digit_stat, mean_std, num, pm, rows_by_name,
                      run_seconds, table_cells)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -379,8 +379,8 @@ class Paper:
                       f"{t(num(self.ref_seconds))} s. {how(bench)}.", 'speed'), '']
         if self.bf16_rows:
             rows = [[name, pm(r32['summary']['test_error']), pm(r['summary']['test_error']),
-                     ci_text(paired_difference(r['runs'], r32['runs'])),
-                     f'{gain:.2f}x' if gain else '-'] for name, r, r32, gain in self.bf16_rows]
+                     ci_text(diff), f'{gain:.2f}x' if gain else '-']
+                    for name, r, r32, diff, gain in self.bf16_rows]
             on = self.results['bf16_on']
             out += [figure(table(['model', 'fp32 %', 'bf16 %', 'bf16 - fp32 (pp, 95% CI)',
                                   'speed-up'], rows),

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import unittest
 
-from tests.common import ROOT, entry, run_cli
+from tests.common import ROOT, entry, prologue, run_cli
 
 import provenance
 
@@ -201,7 +201,6 @@ class Data(unittest.TestCase):
     def test_corrupt_file_names_it(self):
         folder = tempfile.mkdtemp()
         try:
-            from tests.common import prologue
             raw = prologue.raw_dir(folder)
             shutil.copytree(prologue.raw_dir(), raw)
             bad = os.path.join(raw, 'train-labels-idx1-ubyte.gz')
@@ -222,7 +221,6 @@ class ValidationFromTheCommandLine(unittest.TestCase):
     def test_validation_runs_on_the_training_files_alone(self):
         folder = tempfile.mkdtemp()
         try:
-            from tests.common import prologue
             raw = prologue.raw_dir(folder)
             os.makedirs(raw)
             for name in prologue.SPLITS['train']:
@@ -296,6 +294,11 @@ class Interrupt(unittest.TestCase):
             shutil.rmtree(folder)
 
 
+def elsewhere(data):
+    """A committed results file that another CPU made: rounds may differ, means must agree."""
+    data['environment']['cpu'] = 'another CPU'
+
+
 class Reproduce(unittest.TestCase):
     """--reproduce on a small results file made here: identical on this machine, and a verdict
     that fails when the file disagrees with the rerun."""
@@ -341,9 +344,6 @@ class Reproduce(unittest.TestCase):
         self.assertIn('verdict: NOT reproduced: fast are not identical', done.stdout)
 
     def test_elsewhere_the_rows_must_agree_within_noise(self):
-        def elsewhere(data):
-            data['environment']['cpu'] = 'another CPU'
-
         def elsewhere_and_worse(data):
             elsewhere(data)
             for run, shift in zip(data['rows'][0]['runs'], (30, 31, 32)):
@@ -357,9 +357,6 @@ class Reproduce(unittest.TestCase):
         self.assertIn('NOT consistent', done.stdout)
 
     def test_elsewhere_one_round_or_a_diverged_rerun_never_agrees(self):
-        def elsewhere(data):
-            data['environment']['cpu'] = 'another CPU'
-
         def elsewhere_and_diverging(data):
             elsewhere(data)
             data['rows'][0]['config']['lr'] = 1e30
