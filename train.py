@@ -5,24 +5,57 @@ cross-entropy of the digit logits on both digit classes. The auxiliary loss live
 the model, so a variant with and without it is the same network.
 """
 import contextlib
+import ctypes
+import functools
+import hashlib
 import math
+import time
 
 import torch
 import torch.nn.functional as F
 
-import provenance
+import dlc_practical_prologue as prologue
+import models
+from study import provenance
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def native_bf16():
-    """True if this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), so autocast is fast.
+######################################################################
+# Speed paths: each used where the installed torch and the machine have it, found by trying it.
 
-    Without it oneDNN emulates bfloat16, which is slower than float32: then it stays off.
-    """
-    return provenance.bf16_kind() != 'none' and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+@functools.lru_cache(maxsize=None)
+def native_bf16(device='cpu'):
+    """True where bfloat16 autocast runs in hardware: a CPU with AVX512-BF16 or AMX (elsewhere
+    oneDNN emulates it, slower than float32), or a GPU that supports it; and a torch with
+    autocast on that device (torch 1.10 and later)."""
+    if device == 'cuda':
+        supported = getattr(torch.cuda, 'is_bf16_supported', lambda: False)
+        if not supported():
+            return False
+    elif provenance.bf16_kind() == 'none' or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with autocast(device, True):
+            torch.nn.functional.linear(torch.ones(2, 2, device=device), torch.ones(2, 2, device=device))
+        return True
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def fused_adamw(device='cpu'):
+    """True where torch has the fused AdamW kernel for the device (CUDA from torch 2.0, CPU from
+    2.4): one call updates every parameter, far cheaper on small nets than a loop over them."""
+    try:
+        weight = torch.zeros(1, device=device, requires_grad=True)
+        weight.grad = torch.zeros(1, device=device)
+        torch.optim.AdamW([weight], fused=True).step()
+        return True
+    except (TypeError, RuntimeError, ValueError):
+        return False
 
 
 def autocast(device, enabled):
@@ -114,9 +147,8 @@ def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
         raise ValueError('re_pair uses the digit classes: it needs aux_weight > 0')
     device = next(model.parameters()).device
     nb_batches = math.ceil(train_input.size(0) / mini_batch_size)
-    # The fused kernel updates all parameters in one call: the step costs much less on small nets.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
-                                  fused=device.type in ('cpu', 'cuda'))
+    fused = dict(fused=True) if fused_adamw(device.type) else {}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **fused)
     scheduler = None
     if schedule == 'onecycle':
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -196,3 +228,154 @@ def evaluate(model, input, target, classes=None, mini_batch_size=500, tta=False,
         if classes is not None:
             result['digit_error'] = 100.0 * (result['digit_pred'] != classes).float().mean().item()
     return result
+
+
+######################################################################
+# One round of one row: its pairs, its network, training, then the figures on the test pairs.
+
+def seed_for(*keys):
+    """A 63-bit seed from (base seed, round, purpose): independent streams, stable everywhere."""
+    return int.from_bytes(hashlib.sha256(repr(keys).encode()).digest()[:8], 'little') >> 1
+
+
+def digest(*tensors):
+    """12 hex digits of the tensors' exact contents: which pairs and initial weights a run
+    used, checkable across runs and machines."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(ctypes.string_at(t.data_ptr(), t.numel() * t.element_size()))
+    return h.hexdigest()[:12]
+
+
+def load_pairs(config, data_seed, validation, round_index, data_dir):
+    """The six course tensors of one round. With validation, the 'test' tensors are a held-out
+    quarter of the training pairs and no test pair is ever drawn."""
+    generator = torch.Generator().manual_seed(data_seed)
+    if not validation:
+        return prologue.generate_pair_sets(config['nb_pairs'], generator=generator,
+                                           data_dir=data_dir, nb_test=config['nb_test_pairs'],
+                                           quiet=True)
+    input, target, classes = prologue.generate_split_pairs(
+        config['nb_pairs'], 'train', generator, data_dir, quiet=True)
+    # Round r holds out quarter r % 4 of its training pairs, so all of them serve in turn.
+    held_out = torch.zeros(input.size(0), dtype=torch.bool)
+    quarter = input.size(0) // 4
+    start = (round_index % 4) * quarter
+    held_out[start:start + quarter] = True
+    return (input[~held_out], target[~held_out], classes[~held_out],
+            input[held_out], target[held_out], classes[held_out])
+
+
+def prepare_inputs(train_input, test_input, deskew_digits):
+    """Deskews each image on its own if asked, then standardizes both with the training
+    statistics only: a test input never depends on the other test inputs."""
+    if deskew_digits:
+        train_input, test_input = deskew(train_input), deskew(test_input)
+    return standardize(train_input, test_input)
+
+
+def build_model(config):
+    if config['net'] == 'pairnet':
+        return models.PairNet(config['kind'], config['depth'], config['hidden'],
+                              config['batch_norm'], config['dropout'])
+    return models.SiameseNet(config['share_weights'], config['backbone'], config['head'],
+                             config['batch_norm'], config['dropout'], config['width'])
+
+
+def to_device(model, device, channels_last):
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def run_round(config, seed, round_index, device='cpu', channels_last=False, allow_bf16=False,
+              data_dir=None, validation=False, curves=False, keep_mistakes=False, verbose=False):
+    """Trains one row (config) for one round and returns its figures (errors in %).
+
+    Pairs, initial weights and training randomness come from seeds derived from (seed,
+    round_index), so round r of every row sees the same pairs. validation: score on a held-out quarter of the
+    training pairs, never drawing a test pair; curves: also the errors after every epoch;
+    keep_mistakes: the misread test pairs.
+    """
+    data_seed = seed_for(seed, round_index, 'data')
+    pairs = load_pairs(config, data_seed, validation, round_index, data_dir)
+    train_input, train_target, train_classes, test_input, test_target, test_classes = pairs
+    raw_test_input = test_input
+    train_input, test_input = prepare_inputs(train_input, test_input, config['deskew'])
+    train_input, train_target, train_classes, test_input, test_target, test_classes = (
+        t.to(device) for t in (train_input, train_target, train_classes,
+                               test_input, test_target, test_classes))
+    torch.manual_seed(seed_for(seed, round_index, 'weights'))
+    model = to_device(build_model(config), device, channels_last)
+    result = dict(name=config['name'], round=round_index, data_seed=data_seed,
+                  pairs_digest=digest(*pairs), init_digest=digest(*model.state_dict().values()),
+                  status='ok', nb_parameters=models.nb_parameters(model))
+    curve = {'train_error': [], 'test_error': []}
+
+    def record_epoch(epoch, model):
+        for key, input, target in (('train_error', train_input, train_target),
+                                   ('test_error', test_input, test_target)):
+            curve[key].append(round(evaluate(model, input, target)['pair_error'], 2))
+        if verbose:
+            print(f"epoch {config['name']} round={round_index} epoch={epoch + 1} "
+                  f"train_error={curve['train_error'][-1]:.2f}", flush=True)
+
+    bf16 = allow_bf16 and config['bf16']
+    start = time.perf_counter()
+    try:
+        losses = train_model(
+            model, train_input, train_target, train_classes, nb_epochs=config['nb_epochs'],
+            mini_batch_size=config['mini_batch_size'], lr=config['lr'],
+            weight_decay=config['weight_decay'], aux_weight=config['aux_weight'],
+            shift=config['shift'], re_pair=config['re_pair'], schedule=config['schedule'],
+            generator=torch.Generator().manual_seed(seed_for(seed, round_index, 'train')),
+            bf16=bf16, on_epoch=record_epoch if curves else None)
+    except TrainingDiverged as e:
+        return dict(result, status='diverged', message=str(e))
+    result['seconds'] = time.perf_counter() - start
+    result['final_loss'] = losses[-1]
+    start = time.perf_counter()
+    test = evaluate(model, test_input, test_target, test_classes, tta=config['tta'], bf16=bf16)
+    result['eval_seconds'] = time.perf_counter() - start
+    trained = evaluate(model, train_input, train_target, train_classes, tta=config['tta'],
+                       bf16=bf16)
+    # Digit outputs trained by nothing but a learned head need not be digits: no digit error.
+    has_digits = config['net'] == 'siamese' and (config['aux_weight'] > 0
+                                                 or config['head'] == 'posterior')
+    result.update(test_error=test['pair_error'], train_error=trained['pair_error'],
+                  test_digit_error=test['digit_error'] if has_digits else None,
+                  train_digit_error=trained['digit_error'] if has_digits else None)
+    if curves:
+        result['curve'] = curve
+    if config['net'] == 'siamese' and config['aux_weight'] == 0 and config['head'] == 'posterior':
+        # Without digit labels the digit outputs may still be digits, under some relabeling.
+        result['matched_digit_error'] = matched_digit_error(test['digit_pred'], test_classes)
+    if keep_mistakes:
+        wrong = (test['pair_pred'] != test_target).nonzero().flatten()
+        result['mistakes'] = [dict(index=i, classes=test_classes[i].tolist(),
+                                   target=test_target[i].item(),
+                                   predicted_digits=None if test['digit_pred'] is None
+                                   else test['digit_pred'][i].tolist(),
+                                   image=raw_test_input[i].round().int().tolist())
+                              for i in wrong.tolist()]
+    return result
+
+
+
+def matched_digit_error(digit_pred, classes):
+    """Digit error (%) after the best one-to-one relabeling of the ten outputs (exact, by
+    dynamic programming over subsets of digits)."""
+    pred, true = digit_pred.reshape(-1).tolist(), classes.reshape(-1).tolist()
+    counts = [[0] * 10 for _ in range(10)]
+    for p, t in zip(pred, true):
+        counts[p][t] += 1
+    best = {0: 0}  # mask of digits used by outputs 0..k-1 -> most agreements
+    for output in range(10):
+        nxt = {}
+        for mask, score in best.items():
+            for digit in range(10):
+                if not mask >> digit & 1:
+                    key = mask | 1 << digit
+                    nxt[key] = max(nxt.get(key, -1), score + counts[output][digit])
+        best = nxt
+    return 100.0 * (1 - best[(1 << 10) - 1] / len(pred))

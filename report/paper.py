@@ -8,7 +8,7 @@ regenerates byte for byte from the same results (tests/test_report.py checks it)
 import json
 import os
 
-from summary import (ci_text, digit_stat, mean_std, num, pm, rows_by_name,
+from study.summary import (ci_text, digit_stat, mean_std, num, pm, rows_by_name,
                      run_seconds, table_cells)
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -1,5 +1,5 @@
 """The report's figures, drawn with matplotlib from the results files (used by make_report.py)."""
-from summary import mean_std  # make_report.py puts the project on the path
+from study.summary import mean_std  # make_report.py puts the project on the path
 
 # Colors in the order a study lists its variants (plain, ws, aux, ws+aux, best in the variants).
 PALETTE = ('#888888', '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728')

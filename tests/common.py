@@ -8,13 +8,15 @@ sys.path.insert(0, ROOT)
 
 import dlc_practical_prologue as prologue  # noqa: E402,F401  (the modules the tests import from here)
 import models  # noqa: E402,F401
-import runner  # noqa: E402,F401
-import summary  # noqa: E402,F401
 import train  # noqa: E402,F401
+from study import cli, provenance, reproduce, runner, summary  # noqa: E402,F401
 import test as entry  # noqa: E402  (the project's test.py: ROOT comes first on the path)
 
 assert os.path.dirname(os.path.abspath(entry.__file__)) == ROOT, \
     f'imported {entry.__file__} instead of the project\'s test.py'
+
+# What test.py hands its command line: its studies, its row() and its defaults.
+PROJECT = cli.project_of(entry.STUDIES, entry.row, entry.HYP)
 
 # Tests that need MNIST read it where the project does: $PYTORCH_DATA_DIR, else ./data.
 DATA_DIR = prologue.data_root()

@@ -11,9 +11,9 @@ import tempfile
 import threading
 import unittest
 
-from tests.common import ROOT, entry, prologue, run_cli
+from tests.common import PROJECT, ROOT, cli, entry, prologue, run_cli
 
-import provenance
+from study import provenance
 
 QUICK = ('--quick', '--workers', '1')
 
@@ -85,8 +85,8 @@ class Results(unittest.TestCase):
         self.assertEqual(losses(one), losses(two))
 
     def test_only_a_whole_unchanged_study_replaces_the_committed_results(self):
-        path = lambda *args: entry.results_path('heads', entry.parse_args(list(args)))
-        committed = os.path.join(entry.RESULTS, 'heads.json')
+        path = lambda *args: cli.results_path('heads', cli.parse_args(list(args), PROJECT))
+        committed = os.path.join(cli.RESULTS, 'heads.json')
         self.assertEqual(path('--study', 'heads'), committed)
         self.assertEqual(path('--study', 'heads', '--rounds', '20', '--seed', '3'), committed)
         self.assertEqual(path('--study', 'all'), committed)
@@ -238,6 +238,62 @@ class ValidationFromTheCommandLine(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(raw)), sorted(prologue.SPLITS['train']))
         finally:
             shutil.rmtree(folder)
+
+
+class Workers(unittest.TestCase):
+    """A failure inside a worker process ends the run with its one-line error and exit status 1:
+    never a hang, never a worker started again and again. The failure is planted by a wrapper
+    script that patches the project in every process it starts (a spawned worker imports the
+    parent's main script first), so the project's own code runs unchanged."""
+
+    PLANTS = {
+        'start-up': 'runner.warm_up = fail',
+        'round': 'train.run_round = fail',
+        'death': 'train.run_round = lambda *args, **kwargs: os._exit(3)',
+    }
+
+    def run_planted(self, plant, *args):
+        folder = tempfile.mkdtemp()
+        try:
+            script = os.path.join(folder, 'planted.py')
+            with open(script, 'w') as f:
+                f.write(f"""import os, sys
+sys.path.insert(0, {ROOT!r})
+import train
+from study import runner
+
+def fail(*args, **kwargs):
+    raise RuntimeError('planted failure')
+
+{self.PLANTS[plant]}
+import test
+if __name__ == '__main__':
+    sys.exit(test.main(sys.argv[1:]))
+""")
+            # A hang fails the test through the timeout instead of blocking the suite.
+            done = subprocess.run([sys.executable, script, '--quick', '--variant', 'ws', '--rounds',
+                                   '3', *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=300)
+        finally:
+            shutil.rmtree(folder)
+        self.assertEqual(done.returncode, 1, done.stderr)
+        self.assertNotIn('Traceback', done.stderr)
+        self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+        return done.stderr
+
+    def test_a_worker_that_fails_to_start_ends_the_run(self):
+        for workers in ('2', '1'):
+            with self.subTest(workers=workers):
+                err = self.run_planted('start-up', '--workers', workers)
+                self.assertIn('test.py: error: RuntimeError: planted failure', err)
+
+    def test_a_round_that_fails_in_a_worker_ends_the_run(self):
+        err = self.run_planted('round', '--workers', '2')
+        self.assertIn('test.py: error: RuntimeError: planted failure', err)
+
+    def test_a_worker_that_dies_ends_the_run(self):
+        err = self.run_planted('death', '--workers', '2')
+        self.assertIn('a worker process ended without finishing its rounds (exit code 3)', err)
 
 
 class Training(unittest.TestCase):

@@ -13,7 +13,7 @@ import torch
 from tests.common import DATA_DIR, MACHINE, config, models, prologue, runner, train
 from tests.test_train import toy_pairs
 
-import reproduce
+from study import reproduce
 
 # A short run on real pairs: small enough for a unit test, with every random draw in play.
 SHORT = dict(nb_pairs=120, nb_test_pairs=80, nb_epochs=2, dropout=0.1)
@@ -36,13 +36,13 @@ class Normalization(unittest.TestCase):
         others[1:] = 255 * torch.rand(9, 2, 14, 14, generator=g) ** 3  # other statistics
         for deskew in (False, True):
             with self.subTest(deskew=deskew):
-                _, a = runner.prepare_inputs(train_input, test_input, deskew)
-                _, b = runner.prepare_inputs(train_input, others, deskew)
+                _, a = train.prepare_inputs(train_input, test_input, deskew)
+                _, b = train.prepare_inputs(train_input, others, deskew)
                 self.assertTrue(torch.equal(a[0], b[0]))
                 # ... and it does depend on the training inputs.
-                _, c = runner.prepare_inputs(train_input[:20], test_input, deskew)
+                _, c = train.prepare_inputs(train_input[:20], test_input, deskew)
                 self.assertFalse(torch.allclose(a[0], c[0]))
-        train_std, test_std = runner.prepare_inputs(train_input, test_input, False)
+        train_std, test_std = train.prepare_inputs(train_input, test_input, False)
         expected = (test_input - train_input.mean()) / train_input.std()
         self.assertTrue(torch.allclose(test_std, expected))
         self.assertAlmostEqual(train_std.mean().item(), 0.0, places=5)
@@ -109,16 +109,16 @@ class Rounds(unittest.TestCase):
         self.assertNotEqual(self.other_seed['init_digest'], self.ws[0]['init_digest'])
 
     def test_the_digests_are_those_of_the_pairs(self):
-        data_seed = runner.seed_for(0, 1, 'data')
-        pairs = runner.load_pairs(config('ws', **SHORT), data_seed, False, 1, DATA_DIR)
-        self.assertEqual(runner.digest(*pairs), self.ws[1]['pairs_digest'])
+        data_seed = train.seed_for(0, 1, 'data')
+        pairs = train.load_pairs(config('ws', **SHORT), data_seed, False, 1, DATA_DIR)
+        self.assertEqual(train.digest(*pairs), self.ws[1]['pairs_digest'])
 
 
 class TestPairs(unittest.TestCase):
     def test_the_test_pairs_choose_nothing(self):
         """Whatever the test pairs, training (its loss, the training error) is the same; the
         learning curves read the test pairs for the figure only."""
-        real = runner.load_pairs
+        real = train.load_pairs
 
         def other_test_pairs(cfg, data_seed, validation, round, data_dir):
             pairs = real(cfg, data_seed, validation, round, data_dir)
@@ -130,7 +130,7 @@ class TestPairs(unittest.TestCase):
                 job = runner.Job(config(**dict(SHORT, deskew=True, tta=True, aux_weight=1.0,
                                                     re_pair=True)), 0, 0, curves=curves)
                 a = runner.run_one(job, MACHINE)
-                with mock.patch.object(runner, 'load_pairs', other_test_pairs):
+                with mock.patch.object(train, 'load_pairs', other_test_pairs):
                     b = runner.run_one(job, MACHINE)
                 self.assertNotEqual(a['pairs_digest'], b['pairs_digest'])
                 for key in ('final_loss', 'train_error', 'train_digit_error'):
@@ -159,7 +159,7 @@ class Validation(unittest.TestCase):
             shutil.rmtree(root)
 
     def test_the_held_out_quarter_is_a_slice_of_the_training_pairs(self):
-        data = runner.load_pairs(config(nb_pairs=200), 123, True, 1, DATA_DIR)
+        data = train.load_pairs(config(nb_pairs=200), 123, True, 1, DATA_DIR)
         self.assertEqual((data[0].size(0), data[3].size(0)), (150, 50))
         train_pairs = prologue.generate_split_pairs(200, 'train', torch.Generator().manual_seed(123))
         # Round 1 holds out quarter 1, and trains on the other three.

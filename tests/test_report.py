@@ -12,7 +12,7 @@ from tests.common import ROOT
 sys.path.insert(0, os.path.join(ROOT, 'report'))
 import make_report  # noqa: E402
 import paper  # noqa: E402
-import provenance  # noqa: E402
+from study import provenance  # noqa: E402
 
 
 class Report(unittest.TestCase):
@@ -66,11 +66,9 @@ class Report(unittest.TestCase):
                     self.assertEqual(row['summary']['n'], len(errors))
 
     def test_results_come_from_this_code(self):
-        here = provenance.code_fingerprint()
-        stale = {name: data.get('code', {}).get('fingerprint') for name, data in self.results.items()
-                 if data.get('code', {}).get('fingerprint') != here}
-        self.assertEqual(stale, {}, f'results files from other code than this tree ({here}): '
-                                    f'rerun those studies, then python report/make_report.py')
+        stale = make_report.stale_files(self.results)
+        self.assertEqual(stale, {}, 'results files that the current code and settings would not '
+                                    'produce: rerun those studies, then python report/make_report.py')
 
     def test_best_is_pooled_only_with_the_same_model_on_other_pairs(self):
         pool = make_report.pooled_best(self.results)

@@ -9,7 +9,7 @@ from unittest import mock
 
 from tests.common import ROOT, summary
 
-import provenance
+from study import provenance
 
 
 def runs(errors, start=0):
@@ -111,19 +111,30 @@ class Fingerprint(unittest.TestCase):
         self.assertEqual(provenance.code_only('def f():\n    """± doc"""; x = 1\n'),
                          'def f():\n    ; x = 1\n')
 
-    def test_the_fingerprint_covers_every_top_level_module(self):
+    def test_the_fingerprint_covers_the_round_code_and_nothing_else(self):
         copy = tempfile.mkdtemp()
         try:
-            for name in provenance.runtime_files(ROOT):
-                shutil.copy(os.path.join(ROOT, name), copy)
+            shutil.copytree(ROOT, os.path.join(copy, 'p'), ignore=shutil.ignore_patterns(
+                '.git', 'report', 'tests', '__pycache__', 'data'))
+            copy = os.path.join(copy, 'p')
             self.assertEqual(provenance.code_fingerprint(copy), provenance.code_fingerprint(ROOT))
-            self.assertIn('train.py', provenance.runtime_files(ROOT))
-            with open(os.path.join(copy, 'train.py'), 'a') as f:
-                f.write('\nCHANGED = 1\n')
-            self.assertNotEqual(provenance.code_fingerprint(copy), provenance.code_fingerprint(ROOT))
+            # Code outside the round (the benchmark, reproduction, the command line) changes
+            # nothing; code of the round does, in any of its files.
+            for name in ('study/bench.py', 'study/reproduce.py', 'study/cli.py', 'test.py'):
+                with open(os.path.join(copy, name), 'a') as f:
+                    f.write('\nCHANGED = 1\n')
+            self.assertEqual(provenance.code_fingerprint(copy), provenance.code_fingerprint(ROOT))
+            for name in provenance.ROUND_CODE:
+                with open(os.path.join(copy, name)) as f:
+                    source = f.read()
+                with open(os.path.join(copy, name), 'a') as f:
+                    f.write('\nCHANGED = 1\n')
+                self.assertNotEqual(provenance.code_fingerprint(copy),
+                                    provenance.code_fingerprint(ROOT), name)
+                with open(os.path.join(copy, name), 'w') as f:
+                    f.write(source)
         finally:
-            shutil.rmtree(copy)
-
+            shutil.rmtree(os.path.dirname(copy))
 
 if __name__ == '__main__':
     unittest.main()

@@ -7,10 +7,8 @@ import time
 
 import torch
 
-import provenance
-import runner
-import summary
 import train
+from study import provenance, runner, studies, summary
 
 
 def timed_runs(config, machine, rounds, seed, channels_last=False, bf16=False):
@@ -35,7 +33,7 @@ def run(rows, reference, machine, rounds, seed, command, parallel_row):
         paths.append(('channels-last+bf16', True, True))
     print(f'benchmark: {rounds} rounds per model and path, one process; cpu: {provenance.cpu_name()}, '
           f'{cores} cores, torch {torch.__version__}, native bf16 '
-          f'{"yes" if train.native_bf16() else "no"}', flush=True)
+          f'{"yes" if train.native_bf16(machine.device) else "no"}', flush=True)
     # The reference runs as a course submission would: one process, all of torch's threads.
     torch.set_num_threads(cores)
     runner.warm_up(dataclasses.replace(machine, threads=cores))
@@ -62,7 +60,8 @@ def run(rows, reference, machine, rounds, seed, command, parallel_row):
                   f"{s['eval_seconds']['mean']:>7.2f} {seconds / ref_seconds:>6.2f} "
                   f"{base / seconds:>7.2f}x {s['test_error']['mean']:>10.2f} "
                   f"{summary.ci_text(diff) if diff else '':>24}", flush=True)
-            report.append(dict(model=config['name'], path=name, channels_last=cl, bf16=bf,
+            report.append(dict(model=config['name'], config=studies.row_config(config), path=name,
+                               channels_last=cl, bf16=bf,
                                seconds=seconds, summary=s, times_reference=seconds / ref_seconds,
                                speedup_vs_fp32=base / seconds, paired_vs_fp32=diff,
                                runs=runs[name]))
@@ -72,7 +71,7 @@ def run(rows, reference, machine, rounds, seed, command, parallel_row):
     return dict(schema=1, study='bench', complete=True, command=command, errors_in='percent',
                 settings=dict(runner.machine_settings(machine), seed=seed, rounds=rounds),
                 environment=runner.environment(), code=code,
-                reference=dict(config=runner.row_config(reference), seconds=ref_seconds, runs=ref),
+                reference=dict(config=studies.row_config(reference), seconds=ref_seconds, runs=ref),
                 models=report,
                 parallel=processes_against_threads(parallel[0], machine, seed, cores)
                 if parallel else None)

@@ -1,4 +1,5 @@
-"""What produced a result: a fingerprint of the project's code, its git commit, and the CPU.
+"""What produced a result: a fingerprint of the code that decides a round, the git commit, the
+CPU; and whether a results file is still what the current code and settings would produce.
 
 No torch here, so report/make_report.py can check which code the committed results come from.
 """
@@ -10,12 +11,13 @@ import platform
 import subprocess
 import tokenize
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def runtime_files(root=ROOT):
-    """Every top-level module: together they are the code that runs with test.py."""
-    return sorted(f for f in os.listdir(root) if f.endswith('.py'))
+# The code that decides a round's numbers: the pairs, the networks, and training with the round
+# itself and its seeds. The rest (the command line, worker processes, tables, the benchmark,
+# reproduction, the report) can change without making a result stale; the rows' settings are
+# checked against the studies' definitions instead (`stale`).
+ROUND_CODE = ('dlc_practical_prologue.py', 'models.py', 'train.py')
 
 
 def code_only(source):
@@ -43,22 +45,24 @@ def code_only(source):
 
 
 def code_fingerprint(root=ROOT):
-    """12 hex digits that change with any change to the code of the runtime files."""
+    """12 hex digits that change with any change to the code that decides a round, by content
+    alone: file names, comments and docstrings do not count."""
     digest = hashlib.sha256()
-    for name in runtime_files(root):
+    for name in ROUND_CODE:
         with open(os.path.join(root, name), encoding='utf-8') as f:
-            digest.update(f'{name}\n{code_only(f.read())}'.encode())
+            digest.update(code_only(f.read()).encode())
     return digest.hexdigest()[:12]
 
 
 def git_commit(root=ROOT):
-    """The checkout's commit, and whether its runtime files differ from it; None outside git."""
+    """The checkout's commit, and whether the code that decides a round differs from it; None
+    outside git."""
     def git(*args):
         return subprocess.run(['git', '-C', root, *args], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
     try:
         commit = git('rev-parse', 'HEAD')
-        changed = git('status', '--porcelain', '--', *runtime_files(root))
+        changed = git('status', '--porcelain', '--', *ROUND_CODE)
     except (OSError, subprocess.SubprocessError):
         return None
     return dict(commit=commit, runtime_files_changed=bool(changed))
@@ -66,6 +70,33 @@ def git_commit(root=ROOT):
 
 def code(root=ROOT):
     return dict(fingerprint=code_fingerprint(root), git=git_commit(root))
+
+
+def stale(data, current_rows, fingerprint=None):
+    """Why a results file is not what the current code and settings would produce: its code
+    fingerprint, and each row whose recorded settings differ from current_rows ({name: the
+    settings its study gives that row now}, None for a study that defines no rows). Empty
+    when it is current."""
+    fingerprint = fingerprint or code_fingerprint()
+    recorded = data.get('code', {}).get('fingerprint')
+    why = [] if recorded == fingerprint else [f'code {recorded}, not {fingerprint}']
+    if current_rows is not None:
+        for name, config in rows_settings(data).items():
+            if name not in current_rows:
+                why.append(f'row {name} is no longer in study {data["study"]}')
+            elif config != current_rows[name]:
+                changed = sorted(k for k in set(config) | set(current_rows[name])
+                                 if config.get(k) != current_rows[name].get(k))
+                why.append(f'row {name} ran with other settings ({", ".join(changed)})')
+    return why
+
+
+def rows_settings(data):
+    """{row name: its recorded settings} of a results file (a study's rows, the benchmark's
+    models and reference)."""
+    rows = {r['name']: r['config'] for r in data.get('rows', [])}
+    rows.update((m['model'], m['config']) for m in data.get('models', []) if 'config' in m)
+    return rows
 
 
 def _cpuinfo(key):

@@ -21,6 +21,31 @@ class Study:
     validation: bool = False   # score on held-out training pairs; never draw a test pair
     curves: bool = False       # also record the train and test error after every epoch
     mistakes_of: str = None    # keep this row's misclassified test pairs of round 0
+    in_all: bool = True        # run by --study all
+
+
+# The settings that belong to the pair net or to the Siamese net only: a row's results file
+# records those of its own net.
+SIAMESE_KEYS = ('share_weights', 'backbone', 'width', 'head', 'aux_weight', 're_pair')
+PAIRNET_KEYS = ('kind', 'depth', 'hidden')
+
+
+def row_config(config):
+    """The settings that matter for this row (a baseline has no digit branch, and so on): what
+    its results file records."""
+    drop = PAIRNET_KEYS if config['net'] == 'siamese' else SIAMESE_KEYS
+    return {k: v for k, v in config.items() if k not in drop and k not in ('name', 'about')}
+
+
+def current_rows(registry, study):
+    """{row name: settings} of a study as defined now (None for one that is not defined)."""
+    if study == 'bench':
+        rows = registry['variants'].rows + registry['fast'].rows
+    elif study in registry:
+        rows = registry[study].rows
+    else:
+        return None
+    return {r['name']: row_config(r) for r in rows}
 
 
 def further(row, p):
@@ -52,12 +77,14 @@ def further(row, p):
                    **dict(p.BEST, aux_weight=0.0)),
                row('with-digit-loss', 'the best model', **p.BEST)], 'with-digit-loss'),
         Study('tuning', 'validation scores behind every choice (held-out training pairs, no '
-              'test pairs)', tuning(row, p), '+re-pair/ws+aux', validation=True),
-        Study('fast', 'the fast model only (--fast)', [row('fast', 'FAST', **p.FAST)], 'fast'),
+              'test pairs)', tuning(row, p), '+re-pair/ws+aux', validation=True, in_all=False),
+        Study('fast', 'the fast model only (--fast)', [row('fast', 'FAST', **p.FAST)], 'fast',
+              in_all=False),
         # Run twice, as is and with --no_bf16, to pair bfloat16 autocast with float32 round by round.
         Study('bf16', 'the best and fast models with bfloat16 autocast where the CPU has it',
               [row('best', 'BEST, bf16 wherever native', **dict(p.BEST, bf16=True)),
-               row('fast', 'FAST, bf16 wherever native', **dict(p.FAST, bf16=True))], 'best'),
+               row('fast', 'FAST, bf16 wherever native', **dict(p.FAST, bf16=True))], 'best',
+              in_all=False),
     ]
 
 

@@ -9,9 +9,7 @@ within noise. A rerun that diverged, stopped early or has too few rounds to judg
 """
 import dataclasses
 
-import runner
-import studies
-import summary
+from study import runner, studies, summary
 
 # A row is consistent when its interval at this joint level, split over the rows compared
 # (Bonferroni), contains zero: a correct installation fails this check about once in a hundred.
