@@ -84,7 +84,14 @@ def _decode(path, name, content):
     if hashlib.md5(content).hexdigest() != md5:
         raise DataError(f'{path} fails its checksum (MD5 of the content is not {md5}); delete it '
                         f'and rerun to download it again, or {FIX}')
-    return torch.frombuffer(bytearray(content), dtype=torch.uint8, offset=header).view(shape)
+    return _uint8_tensor(content, header).view(shape)
+
+
+def _uint8_tensor(content, offset):
+    """The bytes of content from offset on, as a uint8 tensor (a copy, without numpy)."""
+    if hasattr(torch, 'frombuffer'):  # torch 1.10 and later
+        return torch.frombuffer(bytearray(content), dtype=torch.uint8, offset=offset)
+    return torch.ByteTensor(torch.ByteStorage.from_buffer(content[offset:]))
 
 
 def _read(path, name):
