@@ -17,7 +17,7 @@ import torch
 
 import dlc_practical_prologue as prologue
 import train
-from study import bench, reproduce, runner, studies, summary
+from study import bench, reproduce, runner, studies, summary, tuning
 
 # The oldest torch that runs every path of this code (see the README's compatibility table).
 MIN_TORCH = (1, 8)
@@ -65,11 +65,12 @@ def parse_args(argv, project):
         prog='test.py', formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Siamese networks with and without weight sharing and an auxiliary digit '
                     'loss, on pairs of 14x14 MNIST digits (EE-559 Project 1). With no flags: the '
-                    'four variants and the best model, 10 rounds each, and a mean ± std table.',
+                    'four variants, re-pairing and the best model, 10 rounds each, and a mean ± std table.',
         epilog='Data: MNIST is read from DATA_DIR/mnist/MNIST/raw/ (DATA_DIR: --data_dir, else '
                '$PYTORCH_DATA_DIR, else ./data) and downloaded there if missing.\n'
-               'Exit status: 0 done, 1 data problem, a diverged run or (--reproduce) a rerun that '
-               'disagrees, 2 bad flags, 130 Ctrl-C.')
+               'Exit status: 0 done, 1 data problem, a diverged run, a round or worker process '
+               'that failed, or (--reproduce) a rerun that disagrees; 2 bad flags or a torch too '
+               'old; 130 Ctrl-C.')
     what = parser.add_argument_group('what to run')
     what.add_argument('--study', default=None, metavar='NAME',
                       help="a study (default: variants); 'list' names them, 'all' runs all "
@@ -90,6 +91,10 @@ def parse_args(argv, project):
     what.add_argument('--bench', action='store_true',
                       help='time the default models and every fast path against a plain '
                            'fp32 loop and a fixed reference run; print the figures')
+    what.add_argument('--choose', nargs='?', const='tuning', default=None, metavar='TUNING',
+                      help="apply the selection rule (study/tuning.py, README) to the committed "
+                           "tuning results (or a results file of the tuning study) and print "
+                           "every candidate and the best and fast models it picks; trains nothing")
     settings = parser.add_argument_group('settings (defaults are the report\'s)')
     settings.add_argument('--rounds', type=int_in_range(1), default=None,
                           help='rounds per row, each with fresh pairs and weights (default 10)')
@@ -236,6 +241,8 @@ def run(args, project):
         raise UsageError('--bench times the variants and the fast model; drop --study')
     if args.reproduce:
         return reproduce_study(args, project)
+    if args.choose:
+        return choose(args.choose, project)
     command = args.command
     if args.bench:
         rows = select(rows_for(STUDIES['variants'].rows + STUDIES['fast'].rows, args),
@@ -270,8 +277,31 @@ def run(args, project):
             return 130
         if any(r['summary']['diverged'] for r in result['rows']):
             status = 1
+        if study.name == 'tuning' and not changed(args):
+            print('\n' + '\n'.join(tuning.report(result, chosen_settings(project))))
         print()
     return status
+
+
+def chosen_settings(project):
+    """{'best': .., 'fast': ..}: the settings of test.py's best and fast models."""
+    return dict(best=studies.row_config(next(r for r in project.studies['variants'].rows
+                                             if r['name'] == 'best')),
+                fast=studies.row_config(project.studies['fast'].rows[0]))
+
+
+def choose(name, project):
+    """--choose: the selection rule on a tuning results file, printed; trains nothing."""
+    path = name if name.endswith('.json') else os.path.join(RESULTS, f'{name}.json')
+    if not os.path.isfile(path):
+        raise UsageError(f'--choose {name}: there is no results file {path}; run '
+                         f'python test.py --study tuning --rounds 40 first')
+    data = summary.load_json(path)
+    if data.get('study') != 'tuning':
+        raise UsageError(f"--choose {name}: {path} holds study {data.get('study')!r}, not tuning")
+    print(f"{path}: {data['settings']['rounds']} rounds per candidate on held-out training pairs")
+    print('\n'.join(tuning.report(data, chosen_settings(project))))
+    return 0
 
 
 def reproduce_study(args, project):

@@ -217,11 +217,15 @@ def run_study(study, rows, rounds, seed, machine, command):
         settings=dict(machine_settings(machine), seed=seed, rounds=rounds,
                       validation=study.validation, curves=study.curves),
         environment=environment(), code=code, started=started,
-        wall_seconds=time.perf_counter() - wall, rows=out_rows)
+        wall_seconds=time.perf_counter() - wall, rows=out_rows,
+        contrasts=[dict(row=a, vs=b, paired=summary.paired_difference(runs[a], runs[b]))
+                   for a, b in study.contrasts if a in runs and b in runs])
     if error:
         result['error'] = error
     print()
     print(summary.text_table(result))
+    for line in summary.contrast_lines(result):
+        print(line)
     print(f"\n{sum(len(v) for v in runs.values())} runs in {result['wall_seconds']:.1f} s wall time")
     return result
 

@@ -6,10 +6,10 @@ study; it hands `row` and the presets in, so every number here is an override, n
 from dataclasses import dataclass
 
 import models
+from study import tuning
 
-# The course's settings, the starting point of --study tuning and the benchmark's reference run.
-COURSE = dict(batch_norm=False, nb_epochs=25, mini_batch_size=100, lr=1e-3, schedule='constant',
-              shift=0)
+# The numbers of training pairs of the data_size study.
+SIZES = (250, 500, 1000, 2000, 4000, 8000)
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Study:
     curves: bool = False       # also record the train and test error after every epoch
     mistakes_of: str = None    # keep this row's misclassified test pairs of round 0
     in_all: bool = True        # run by --study all
+    contrasts: tuple = ()      # (row, other row): paired differences the study is about
 
 
 # The settings that belong to the pair net or to the Siamese net only: a row's results file
@@ -51,34 +52,47 @@ def current_rows(registry, study):
 def further(row, p):
     """Every study but the variants; p holds test.py's presets (AUX, BEST, FAST, VARIANTS)."""
     four = [row(name, about, **overrides) for name, (about, overrides) in p.VARIANTS.items()]
+    re_pair = dict(p.AUX, re_pair=True)
     return [
         Study('baselines', 'non-Siamese 2-channel MLPs and conv nets against the Siamese nets',
               baselines(row, p), 'siamese-ws'),
         Study('backbones', 'five digit branches, each in the four variants',
               [row(f'{b}/{name}', about, backbone=b, **overrides)
                for b, about in models.BACKBONES.items()
-               for name, (_, overrides) in p.VARIANTS.items()], 'conv/ws+aux'),
+               for name, (_, overrides) in p.VARIANTS.items()], 'conv/ws+aux',
+              contrasts=tuple((f'{b}/ws+aux', 'conv/ws+aux') for b in models.BACKBONES
+                              if b != 'conv')),
         Study('heads', 'how the two digit outputs become the pair answer',
-              [row(h, about, head=h, **p.AUX) for h, about in models.HEADS.items()], 'mlp'),
+              [row(h, about, head=h, **p.AUX) for h, about in models.HEADS.items()], 'mlp',
+              contrasts=(('argmax', 'posterior'),)),
         Study('aux_weight', 'the auxiliary-loss weight swept from 0 to 10',
-              [row(f'aux={w:g}', 'ws, digit-loss weight w' + (', re-paired' if w else ''),
-                   aux_weight=w, re_pair=w > 0) for w in (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)],
-              'aux=0'),
+              [row(f'aux={w:g}', 'ws, digit-loss weight w', aux_weight=w)
+               for w in (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)], 'aux=0',
+              contrasts=tuple((f'aux={w:g}', 'aux=1') for w in (0.1, 0.3, 3.0, 10.0))),
         Study('regularization', 'batch norm and dropout on the ws+aux net',
               regularization(row, p), 'bn'),
         Study('curves', 'train and test error after every epoch, four variants', four, 'plain',
               curves=True),
-        Study('data_size', '250 to 8000 training pairs, four variants',
+        Study('data_size', '250 to 8000 training pairs, four variants and re-pairing',
               [row(f'{n}/{name}', f'{n} training pairs', nb_pairs=n, **overrides)
-               for n in (250, 500, 1000, 2000, 4000, 8000)
-               for name, (_, overrides) in p.VARIANTS.items()], '1000/plain'),
-        Study('no_digit_labels', 'the posterior head trained on the pair label only',
+               for n in SIZES for name, (_, overrides)
+               in list(p.VARIANTS.items()) + [('ws+aux+re-pair', ('', re_pair))]],
+              '1000/plain',
+              contrasts=tuple((f'{n}/{a}', f'{n}/{b}') for n in SIZES
+                              for a, b in (('ws+aux', 'ws'), ('ws+aux+re-pair', 'ws+aux')))),
+        Study('no_digit_labels', 'the best model trained with the pair label only',
               [row('pair-loss-only', 'the best model without any digit label',
                    **dict(p.BEST, aux_weight=0.0)),
                row('with-digit-loss', 'the best model', **p.BEST)], 'with-digit-loss'),
         Study('tuning', 'validation scores behind every choice (held-out training pairs, no '
-              'test pairs)', tuning(row, p), '+re-pair/ws+aux', validation=True, in_all=False),
+              'test pairs)', [row(name, about, **overrides)
+                              for name, about, overrides, _ in tuning.candidates()],
+              'ws+aux', validation=True, in_all=False,
+              contrasts=tuple((name, vs) for name, _, _, vs in tuning.candidates() if vs)),
         Study('fast', 'the fast model only (--fast)', [row('fast', 'FAST', **p.FAST)], 'fast',
+              in_all=False),
+        Study('confirm', 'the best model alone on fresh pairs: the headline, declared before '
+              'it ran (HEADLINE)', [row('best', 'the best model', **p.BEST)], 'best',
               in_all=False),
         # Run twice, as is and with --no_bf16, to pair bfloat16 autocast with float32 round by round.
         Study('bf16', 'the best and fast models with bfloat16 autocast where the CPU has it',
@@ -106,48 +120,8 @@ def regularization(row, p):
                        **p.AUX)]
 
 
-def tuning(row, p):
-    """Every choice behind HYP, AUX, BEST and FAST, scored on held-out training pairs."""
-    AUX, BEST, FAST = p.AUX, p.BEST, p.FAST
-    base = dict(BEST, tta=False, deskew=False, aux_weight=1.0)
-    return [
-        # The classic recipe, step by step from the course's settings, on ws+aux and ws.
-        row('course/ws', 'course settings: no batch norm, Adam 1e-3, batch 100, no moves', **COURSE),
-        row('course/ws+aux', 'course settings, digit loss', **dict(COURSE, aux_weight=1.0)),
-        row('+bn/ws+aux', '+ batch norm', **dict(COURSE, aux_weight=1.0, batch_norm=True)),
-        row('+onecycle/ws+aux', '+ one-cycle, peak 1e-2, batch 50',
-            **dict(COURSE, aux_weight=1.0, batch_norm=True, schedule='onecycle', lr=1e-2,
-                   mini_batch_size=50)),
-        row('+shift/ws+aux', '+ one-pixel moves (= HYP with the digit loss)', aux_weight=1.0),
-        row('+re-pair/ws+aux', '+ re-pairing (= the ws+aux variant)', **AUX),
-        row('ws', 'HYP, pair loss only (= the ws variant)'),
-        row('ws/lr=3e-3', 'lower peak learning rate', lr=3e-3),
-        row('ws+aux/lr=3e-3', 'lower peak learning rate', lr=3e-3, **AUX),
-        row('ws+aux/40 epochs', 'more epochs', nb_epochs=40, **AUX),
-        # From the classic head to the best model.
-        row('posterior', 'ws+aux with the posterior head', head='posterior', aux_weight=1.0),
-        row('posterior/width=2', 'twice the channels', **dict(base, nb_epochs=25)),
-        row('posterior/width=2/30 epochs', 'and more epochs', **base),
-        row('+tta', 'and test-time moves', **dict(BEST, aux_weight=1.0, deskew=False)),
-        row('+deskew', 'and deskewed digits', **dict(BEST, aux_weight=1.0)),
-        row('best', 'and digit-loss weight 3 (= BEST)', **BEST),
-        row('best/no deskew', 'without deskewing', **dict(BEST, deskew=False)),
-        row('best/width=1.5', 'narrower', **dict(BEST, width=1.5)),
-        row('best/vgg', 'VGG-style branch', **dict(BEST, backbone='vgg', width=1)),
-        row('best/shift=2', 'two-pixel moves', **dict(BEST, shift=2)),
-        row('best/lr=3e-3', 'lower peak learning rate', **dict(BEST, lr=3e-3)),
-        row('best/aux=10', 'heavier digit loss', **dict(BEST, aux_weight=10.0)),
-        row('best/dropout=0.1', 'dropout', **dict(BEST, dropout=0.1)),
-        row('best/batch 100', 'larger batches', **dict(BEST, mini_batch_size=100)),
-        row('fast', 'FAST', **FAST),
-        row('fast/no deskew', 'without deskewing, digit-loss weight 1',
-            **dict(FAST, deskew=False, aux_weight=1.0)),
-        row('fast/width=0.5', 'narrower, more epochs', **dict(FAST, width=0.5, nb_epochs=7)),
-        row('fast/lr=2e-2', 'higher peak learning rate', **dict(FAST, lr=2e-2)),
-    ]
-
-
 def bench_reference(row):
     """The benchmark's fixed yardstick: a LeNet-size ws+aux net in the plain fp32 loop with the
     course's settings, what a course submission runs."""
-    return row('reference', 'LeNet-size ws+aux, plain fp32 loop', width=2, aux_weight=1.0, **COURSE)
+    return row('reference', 'LeNet-size ws+aux, plain fp32 loop', width=2, aux_weight=1.0,
+               **tuning.COURSE)

@@ -174,6 +174,13 @@ def columns(header, rows, right=None):
                      for line in [header] + rows)
 
 
+def contrast_lines(data):
+    """One line per contrast of a study: 'a - b: +mean [low, high] pp over n rounds' (none
+    with fewer than two paired rounds)."""
+    return [f"{c['row']} - {c['vs']}: {ci_text(c['paired'])} pp over {c['paired']['n']} rounds"
+            for c in data.get('contrasts', []) if c['paired']]
+
+
 def text_table(data):
     """The study table in fixed-width columns, for the console."""
     return columns(*table_cells(data))

@@ -46,7 +46,7 @@ class Results(unittest.TestCase):
     def test_quick_json_has_the_four_variants_and_the_best_model(self):
         data, done = self.run_json(*QUICK)
         names = [r['name'] for r in data['rows']]
-        self.assertEqual(names, ['plain', 'ws', 'aux', 'ws+aux', 'best'])
+        self.assertEqual(names, ['plain', 'ws', 'aux', 'ws+aux', 'ws+aux+re-pair', 'best'])
         self.assertTrue(data['complete'])
         self.assertEqual(data['study'], 'variants')
         self.assertEqual(data['code']['fingerprint'], provenance.code_fingerprint())
@@ -126,7 +126,7 @@ class BadInput(unittest.TestCase):
         (('--lr', 'nan'), 'positive finite number'),
         (('--lr', 'fast'), 'expected a number'),
         (('--study', 'nope'), 'choose from list, all, variants'),
-        (('--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, best'),
+        (('--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, ws+aux+re-pair, best'),
         (('--device', 'tpu'), "choose from 'auto', 'cpu', 'cuda'"),
         (('--json', '/nonexistent-folder/x.json'), 'does not exist'),
         (('--json', tempfile.gettempdir()), 'is a folder'),
@@ -134,7 +134,7 @@ class BadInput(unittest.TestCase):
         (('--workers', '0'), '--workers'),
         (('--bogus',), 'unrecognized arguments'),
         (('--fast', '--study', 'heads'), '--fast runs its own study'),
-        (('--bench', '--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, best, fast'),
+        (('--bench', '--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, ws+aux+re-pair, best, fast'),
     ]
 
     def test_each_bad_flag(self):
@@ -147,6 +147,16 @@ class BadInput(unittest.TestCase):
                 self.assertEqual(len(err.strip().splitlines()), 1, err)
                 self.assertNotIn('Traceback', err)
                 self.assertEqual(out, '')
+
+    def test_a_torch_below_the_floor_is_named_in_one_line(self):
+        import torch
+        from unittest import mock
+        with mock.patch.object(torch, '__version__', '1.7.1'):
+            status, out, err = run_main('--quick')
+        self.assertEqual(status, 2)
+        self.assertEqual(err, 'test.py: error: torch 1.7.1 is installed, but this project needs '
+                              'torch 1.8 or newer: pip install -r requirements.txt\n')
+        self.assertEqual(out, '')
 
     def test_a_bad_flag_as_a_user_runs_it(self):
         done = run_cli('--rounds', '0')

@@ -1,0 +1,154 @@
+"""The tuning study and the rule that picks the best and fast models from it.
+
+Every candidate is scored on held-out training pairs: each round trains on three quarters of its
+1000 training pairs and scores on the fourth, 40 rounds, never drawing a test pair. Each
+candidate changes one thing of the row it names (`vs`), so every step has a paired interval.
+
+The rule, applied by `choose` to the committed results and written in the README:
+  1. a candidate is beaten when another candidate validates significantly better than it: the
+     95 % interval of their paired difference (other - candidate) lies below zero;
+  2. among the candidates that no other beats, take the cheapest (mean seconds per run,
+     training and evaluation), counting costs within 10 % of the cheapest as equal;
+  3. among those, the lowest mean validation error.
+The best model is the rule applied to every candidate. The fast model is the rule applied to the
+candidates that cost at most what the course's own recipe costs (`course/ws+aux`): the best one
+can do in the time a course submission trains.
+"""
+from study import summary
+
+# The course's settings, the starting point of the tuning steps and the benchmark's reference.
+COURSE = dict(batch_norm=False, nb_epochs=25, mini_batch_size=100, lr=1e-3, schedule='constant',
+              shift=0)
+# The earlier best model (W): the posterior head on a branch twice as wide, 30 epochs,
+# test-time moves, deskewed digits, digit-loss weight 3; and the earlier fast model.
+W = dict(head='posterior', aux_weight=3.0, width=2, nb_epochs=30, tta=True, deskew=True,
+         bf16=True)
+EARLIER_FAST = dict(W, width=1, nb_epochs=5, tta=False)
+# The row whose cost is the fast model's budget.
+BUDGET_ROW = 'course/ws+aux'
+SAME_COST = 1.10   # costs within 10 % of the cheapest count as equal
+
+
+def candidates():
+    """(name, what it changes, overrides of test.py's HYP, the row it changes one thing of)."""
+    course_aux = dict(COURSE, aux_weight=1.0)
+    onecycle = dict(course_aux, batch_norm=True, schedule='onecycle', lr=1e-2, mini_batch_size=50)
+    # From here on bfloat16 autocast where the hardware has it, as in W (a speed path).
+    posterior = dict(aux_weight=1.0, head='posterior', bf16=True)
+    chain = [dict(posterior, width=2), dict(posterior, width=2, nb_epochs=30),
+             dict(posterior, width=2, nb_epochs=30, tta=True),
+             dict(posterior, width=2, nb_epochs=30, tta=True, deskew=True)]
+    rows = [
+        # From the course's recipe to the settings of the four variants (HYP), one step at a time.
+        ('course/ws', "the course's recipe: Adam 1e-3, batch 100, no batch norm, no moves",
+         COURSE, None),
+        ('course/ws+aux', '+ the digit loss', course_aux, 'course/ws'),
+        ('course+bn/ws+aux', '+ batch norm', dict(course_aux, batch_norm=True), 'course/ws+aux'),
+        ('course+bn+onecycle/ws+aux', '+ one-cycle schedule to 1e-2, batch 50', onecycle,
+         'course+bn/ws+aux'),
+        ('ws+aux', '+ one-pixel moves: the ws+aux variant', dict(aux_weight=1.0),
+         'course+bn+onecycle/ws+aux'),
+        ('ws', 'without the digit loss: the ws variant', {}, 'ws+aux'),
+        ('ws+aux+re-pair', '+ new pairs of the training digits each epoch',
+         dict(aux_weight=1.0, re_pair=True), 'ws+aux'),
+        ('ws+aux/lr=3e-3', 'a lower peak learning rate', dict(aux_weight=1.0, lr=3e-3), 'ws+aux'),
+        ('ws+aux/40 epochs', 'more epochs', dict(aux_weight=1.0, nb_epochs=40), 'ws+aux'),
+        # From ws+aux to the earlier best model W, one step at a time.
+        ('posterior', 'the posterior head instead of the MLP head', posterior, 'ws+aux'),
+        ('posterior/width 2', '+ twice the channels', chain[0], 'posterior'),
+        ('posterior/width 2/30 epochs', '+ 30 epochs', chain[1], 'posterior/width 2'),
+        ('posterior/width 2/30 epochs/tta', '+ test-time moves', chain[2],
+         'posterior/width 2/30 epochs'),
+        ('posterior/width 2/30 epochs/tta/deskew', '+ deskewed digits', chain[3],
+         'posterior/width 2/30 epochs/tta'),
+        ('W', '+ digit-loss weight 3: the earlier best model', W,
+         'posterior/width 2/30 epochs/tta/deskew'),
+    ]
+    # One change of W at a time, then the changes that validated better before, combined.
+    changes = {'re-pair': dict(re_pair=True), 'lr=3e-3': dict(lr=3e-3),
+               'batch 100': dict(mini_batch_size=100), 'dropout 0.1': dict(dropout=0.1),
+               '40 epochs': dict(nb_epochs=40), 'width 1.5': dict(width=1.5)}
+    for name, change in changes.items():
+        rows.append((f'W/{name}', f'W with {name}', dict(W, **change), 'W'))
+    for names in (('lr=3e-3', 'batch 100'), ('lr=3e-3', 'dropout 0.1'),
+                  ('batch 100', 'dropout 0.1'), ('lr=3e-3', 'batch 100', 'dropout 0.1'),
+                  ('lr=3e-3', 'batch 100', 'dropout 0.1', '40 epochs')):
+        combined = dict(W)
+        for name in names:
+            combined.update(changes[name])
+        rows.append(('W/' + '/'.join(names), 'W with ' + ', '.join(names), combined,
+                     'W/' + '/'.join(names[:-1])))
+    # Cheap candidates, for the fast model.
+    rows.append(('fast', 'W at width 1, 5 epochs, one evaluation: the earlier fast model',
+                 EARLIER_FAST, 'W'))
+    for name, change in {'8 epochs': dict(nb_epochs=8), 'tta': dict(tta=True),
+                         'aux=1': dict(aux_weight=1.0), 'no deskew': dict(deskew=False),
+                         'lr=2e-2': dict(lr=2e-2), 'batch 100': dict(mini_batch_size=100),
+                         'width 0.5/7 epochs': dict(width=0.5, nb_epochs=7)}.items():
+        rows.append((f'fast/{name}', f'the fast model with {name}',
+                     dict(EARLIER_FAST, **change), 'fast'))
+    return rows
+
+
+def cost(row):
+    """Mean seconds per run of a results row: training plus evaluation."""
+    return summary.run_seconds(row['summary'])
+
+
+def beaten_by(rows):
+    """{row name: the rows that validate significantly better than it} among rows."""
+    out = {}
+    for r in rows:
+        out[r['name']] = []
+        for other in rows:
+            diff = summary.paired_difference(other['runs'], r['runs'])
+            if other is not r and diff and diff['ci95'][1] < 0:
+                out[r['name']].append(other['name'])
+    return out
+
+
+def choose(data, budget=None):
+    """The rule (module docstring) on a tuning results file: the name of the chosen row, among
+    the rows costing at most `budget` seconds per run (all rows without a budget)."""
+    rows = [r for r in data['rows'] if r['summary']['n'] >= 2
+            and (budget is None or cost(r) <= budget)]
+    beaten = beaten_by(rows)
+    unbeaten = [r for r in rows if not beaten[r['name']]]
+    cheapest = min(cost(r) for r in unbeaten)
+    affordable = [r for r in unbeaten if cost(r) <= SAME_COST * cheapest]
+    return min(affordable, key=lambda r: r['summary']['test_error']['mean'])['name']
+
+
+def choices(data):
+    """{'best': row name, 'fast': row name} that the rule picks on a tuning results file, and
+    the fast model's budget in seconds per run."""
+    budget = cost(summary.rows_by_name(data)[BUDGET_ROW])
+    return dict(best=choose(data), fast=choose(data, budget), budget=budget)
+
+
+def beaten_text(names, mean):
+    """'-', or how many rows beat a row and the best of them."""
+    if not names:
+        return '-'
+    return f"{len(names)} rows, the lowest {min(names, key=mean)}"
+
+
+def report(data, settings):
+    """Lines: every candidate with its validation error, cost and the rows that beat it, then
+    the rule's choices and whether they are the settings given ({'best': .., 'fast': ..})."""
+    beaten = beaten_by([r for r in data['rows'] if r['summary']['n'] >= 2])
+    rows_by_mean = lambda name: summary.rows_by_name(data)[name]['summary']['test_error']['mean']
+    header = ['candidate', 'valid. error %', 's / run', 'beaten by']
+    cells = [[r['name'], summary.pm(r['summary']['test_error']), summary.num(cost(r)),
+              beaten_text(beaten.get(r['name'], []), rows_by_mean)] for r in data['rows']]
+    chosen = choices(data)
+    rows = summary.rows_by_name(data)
+    lines = [summary.columns(header, cells, right=(1, 2)), '']
+    for kind, limit in (('best', 'every candidate'),
+                        ('fast', f"the candidates of at most {chosen['budget']:.2f} s per run "
+                                 f"(the cost of {BUDGET_ROW})")):
+        name = chosen[kind]
+        same = rows[name]['config'] == settings[kind]
+        lines.append(f"{kind}: {name}, the rule applied to {limit}; test.py's "
+                     f"{kind.upper()} is {'this choice' if same else 'NOT this choice'}")
+    return lines
