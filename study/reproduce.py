@@ -15,7 +15,7 @@ from study import runner, studies, summary
 # (Bonferroni), contains zero: a correct installation fails this check about once in a hundred.
 JOINT_LEVEL = 0.99
 # Figures that may differ between identical runs: wall-clock times.
-TIMES = ('seconds', 'eval_seconds')
+TIMES = ('seconds', 'eval_seconds', 'cpu_seconds')
 # What a results file must record to be rerun as it ran.
 NEEDED = ('threads', 'channels_last', 'allow_bf16', 'seed', 'rounds', 'validation', 'curves')
 

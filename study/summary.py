@@ -10,7 +10,7 @@ import tempfile
 
 # The per-run figures that a summary gives the mean and std of.
 FIGURES = ('test_error', 'test_digit_error', 'matched_digit_error', 'train_error',
-           'train_digit_error', 'seconds', 'eval_seconds')
+           'train_digit_error', 'seconds', 'eval_seconds', 'cpu_seconds')
 
 
 ######################################################################

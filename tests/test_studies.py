@@ -66,7 +66,7 @@ def results(run, name, seconds, **others):
     return dict(name=name, config={}, runs=[dict(round=k, status='ok', test_error=e)
                                             for k, e in enumerate(run)],
                 summary=dict(n=len(run), test_error=dict(zip(('mean', 'std'), summary.mean_std(run))),
-                             seconds=dict(mean=seconds), eval_seconds=dict(mean=0.0)), **others)
+                             cpu_seconds=dict(mean=seconds)), **others)
 
 
 class Rule(unittest.TestCase):
@@ -115,7 +115,7 @@ class Chosen(unittest.TestCase):
         # Recomputed here from the runs, without the rule's code: every candidate that costs at
         # most 1.5 times the best model's, paired against it round by round.
         best = summary.rows_by_name(self.data)[tuning.choices(self.data)['best']]
-        cost = lambda r: r['summary']['seconds']['mean'] + r['summary']['eval_seconds']['mean']
+        cost = lambda r: r['summary']['cpu_seconds']['mean']
         errors = lambda r: {run['round']: run['test_error'] for run in r['runs']
                             if run['status'] == 'ok'}
         for r in self.data['rows']:
