@@ -56,8 +56,8 @@ def same_kind(data, rerun):
     checks = [('code', a['code']['fingerprint'], b['code']['fingerprint'])]
     checks += [(key, a['environment'].get(key), b['environment'].get(key))
                for key in ('cpu', 'cpu_flags', 'bf16_kind', 'torch') + ('gpu',) * on_gpu]
-    checks += [(key, a['settings'][key], b['settings'][key])
-               for key in ('device', 'threads', 'channels_last', 'allow_bf16')]
+    checks += [(key, a['settings'].get(key), b['settings'].get(key))
+               for key in ('device', 'threads', 'channels_last', 'allow_bf16', 'fused_adamw')]
     return [f'{what} {x} here {y}' for what, x, y in checks if x != y]
 
 

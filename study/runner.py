@@ -85,10 +85,22 @@ def worker(machine, jobs, results):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         warm_up(machine)
-        for job in iter(jobs.get, None):
+        for job in iter(lambda: next_job(jobs), None):
             results.put(('ok', run_one(job, machine)))
     except Exception as e:
         results.put(('error', one_line(e)))
+
+
+def next_job(jobs):
+    """The next job for a worker; None when there is none left or the parent process is gone
+    (killed without the chance to stop its workers), so that no worker outlives its study."""
+    parent = multiprocessing.parent_process()
+    while True:
+        try:
+            return jobs.get(timeout=1)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return None
 
 
 def run_jobs(jobs, machine, on_result):
