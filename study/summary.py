@@ -131,11 +131,17 @@ def num(value, digits=2):
     return '-' if value is None else f'{value:.{digits}f}'
 
 
+def signed(x):
+    """x with two decimals and its sign; a value that rounds to zero is +0.00, never -0.00."""
+    text = f'{x:+.2f}'
+    return '+0.00' if text == '-0.00' else text
+
+
 def ci_text(diff):
     """'+mean [low, high]' of a paired difference, or '-'."""
     if not diff:
         return '-'
-    return f"{diff['mean']:+.2f} [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]"
+    return f"{signed(diff['mean'])} [{signed(diff['ci95'][0])}, {signed(diff['ci95'][1])}]"
 
 
 def table_cells(data):

@@ -1,17 +1,14 @@
-"""test.py as a user runs it: results files, bad input, interruption and determinism."""
+"""test.py as a user runs it: results files, bad input, the data, validation from the command
+line and determinism."""
 import contextlib
 import io
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import unittest
 
-from tests.common import PROJECT, ROOT, cli, entry, prologue, reproduce, run_cli, summary
+from tests.common import PROJECT, cli, entry, prologue, run_cli
 
 from study import provenance
 
@@ -235,7 +232,7 @@ class ValidationFromTheCommandLine(unittest.TestCase):
             os.makedirs(raw)
             for name in prologue.SPLITS['train']:
                 shutil.copy(os.path.join(prologue.raw_dir(), name), raw)
-            for args in (('--validation', '--variant', 'ws'), ('--study', 'tuning', '--variant', 'best')):
+            for args in (('--validation', '--variant', 'ws'), ('--study', 'tuning', '--variant', 'fast')):
                 with self.subTest(args=args):
                     path = os.path.join(folder, 'v.json')
                     done = run_cli(*QUICK, *args, '--data_dir', folder, '--json', path,
@@ -250,115 +247,6 @@ class ValidationFromTheCommandLine(unittest.TestCase):
             shutil.rmtree(folder)
 
 
-class Workers(unittest.TestCase):
-    """A failure inside a worker process ends the run with its one-line error and exit status 1:
-    never a hang, never a worker started again and again. The failure is planted by a wrapper
-    script that patches the project in every process it starts (a spawned worker imports the
-    parent's main script first), so the project's own code runs unchanged."""
-
-    PLANTS = {
-        'start-up': 'runner.warm_up = fail',
-        'round': 'train.run_round = fail',
-        'death': 'train.run_round = lambda *args, **kwargs: os._exit(3)',
-    }
-
-    def run_planted(self, plant, *args):
-        folder = tempfile.mkdtemp()
-        try:
-            script = os.path.join(folder, 'planted.py')
-            with open(script, 'w') as f:
-                f.write(f"""import os, sys
-sys.path.insert(0, {ROOT!r})
-import train
-from study import runner
-
-def fail(*args, **kwargs):
-    raise RuntimeError('planted failure')
-
-{self.PLANTS[plant]}
-import test
-if __name__ == '__main__':
-    sys.exit(test.main(sys.argv[1:]))
-""")
-            # A hang fails the test through the timeout instead of blocking the suite.
-            done = subprocess.run([sys.executable, script, '--quick', '--variant', 'ws', '--rounds',
-                                   '3', *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=300)
-        finally:
-            shutil.rmtree(folder)
-        self.assertEqual(done.returncode, 1, done.stderr)
-        self.assertNotIn('Traceback', done.stderr)
-        self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
-        return done.stderr
-
-    def test_a_worker_that_fails_to_start_ends_the_run(self):
-        for workers in ('2', '1'):
-            with self.subTest(workers=workers):
-                err = self.run_planted('start-up', '--workers', workers)
-                self.assertIn('test.py: error: RuntimeError: planted failure', err)
-
-    def test_a_round_that_fails_in_a_worker_ends_the_run(self):
-        err = self.run_planted('round', '--workers', '2')
-        self.assertIn('test.py: error: RuntimeError: planted failure', err)
-
-    def test_a_worker_that_dies_ends_the_run(self):
-        err = self.run_planted('death', '--workers', '2')
-        self.assertIn('a worker process ended without finishing its rounds (exit code 3)', err)
-
-
-class Orphans(unittest.TestCase):
-    def test_workers_stop_when_their_study_is_killed(self):
-        # A study killed outright (SIGKILL: no chance to stop its workers): each worker finishes
-        # its round and exits instead of waiting forever for the next.
-        proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, 'test.py'), '--variant', 'ws', '--rounds', '5000',
-             '--pairs', '40', '--test_pairs', '25', '--epochs', '1', '--workers', '2'],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            for line in proc.stdout:
-                if line.startswith('run study=variants row=ws round='):
-                    break
-            workers = children(proc.pid)
-            self.assertEqual(len(workers), 2)
-        finally:
-            proc.kill()
-            proc.wait()
-        for _ in range(600):  # a hang guard, not a timing: 60 s for a one-epoch round to end
-            if not any(alive(pid) for pid in workers):
-                break
-            threading.Event().wait(0.1)
-        for pid in workers:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        self.assertFalse(any(alive(pid) for pid in workers))
-
-
-def children(pid):
-    """The worker processes of pid (Linux /proc): its children that multiprocessing spawned,
-    not its resource tracker."""
-    found = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open(f'/proc/{entry}/stat') as f:
-                    fields = f.read().rsplit(')', 1)[1].split()
-                with open(f'/proc/{entry}/cmdline') as f:
-                    command = f.read()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and 'spawn_main' in command:
-                found.append(int(entry))
-    return found
-
-
-def alive(pid):
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
-
-
 class Training(unittest.TestCase):
     def test_huge_learning_rate_stops_the_run_with_a_clear_message(self):
         done = run_cli(*QUICK, '--variant', 'ws+aux', '--lr', '1e30')
@@ -368,152 +256,6 @@ class Training(unittest.TestCase):
         self.assertNotIn('Traceback', done.stderr)
         self.assertIn('diverged', done.stdout)
         self.assertNotIn('test_error=', done.stdout)
-
-
-class Interrupt(unittest.TestCase):
-    def test_ctrl_c_keeps_finished_rounds(self):
-        # A study far too long to end by itself; Ctrl-C once a round has finished, so the signal
-        # lands while rounds still run, in the workers' parent and in a single process alike.
-        for workers in ('1', '2'):
-            with self.subTest(workers=workers):
-                self.interrupt(workers)
-
-    def interrupt(self, workers):
-        folder = tempfile.mkdtemp()
-        path = os.path.join(folder, 'partial.json')
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, os.path.join(ROOT, 'test.py'), '--variant', 'ws', '--rounds',
-                 '5000', '--pairs', '40', '--test_pairs', '25', '--epochs', '1', '--workers',
-                 workers, '--threads', '1', '--json', path],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            # Hang guards, not timings: a study that never prints, or never ends, fails the test.
-            watchdog = threading.Timer(600, proc.kill)
-            watchdog.start()
-            for line in proc.stdout:
-                if line.startswith('run study=variants row=ws round='):
-                    break
-            watchdog.cancel()
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=600)
-            self.assertEqual(proc.returncode, 130, err)
-            self.assertNotIn('Traceback', err)
-            self.assertIn('interrupted', err)
-            self.assertIn('test error %', out)
-            with open(path) as f:
-                data = json.load(f)
-            self.assertFalse(data['complete'])
-            runs = data['rows'][0]['runs']
-            self.assertGreaterEqual(len(runs), 1)
-            self.assertLess(len(runs), 5000)
-            self.assertEqual(data['rows'][0]['summary']['n'], len(runs))
-            self.assertEqual(os.listdir(folder), ['partial.json'])
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            shutil.rmtree(folder)
-
-
-# Rounds of the small results file that the reproduction tests rerun.
-ROUNDS = 10
-
-
-def elsewhere(data):
-    """A committed results file that another CPU made: rounds may differ, means must agree."""
-    data['environment']['cpu'] = 'another CPU'
-
-
-class Reproduce(unittest.TestCase):
-    """--reproduce on a small results file made here: identical on this machine, and a verdict
-    that fails when the file disagrees with the rerun."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp()
-        cls.path = os.path.join(cls.dir, 'fast.json')
-        done = run_cli('--fast', '--rounds', str(ROUNDS), '--pairs', '300', '--test_pairs', '300',
-                       '--epochs', '2', '--workers', '1', '--threads', '1', '--json', cls.path)
-        assert done.returncode == 0, done.stderr
-        with open(cls.path) as f:
-            cls.data = json.load(f)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.dir)
-
-    def reproduce(self, change=None, *args):
-        data = json.loads(json.dumps(self.data))
-        if change:
-            change(data)
-        path = os.path.join(self.dir, 'changed.json')
-        with open(path, 'w') as f:
-            json.dump(data, f)
-        return run_cli('--reproduce', path, '--workers', '1', *args)
-
-    def test_the_same_machine_gives_identical_rounds(self):
-        done = self.reproduce()
-        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
-        self.assertIn('every round must be identical', done.stdout)
-        self.assertRegex(done.stdout, rf'fast +{ROUNDS} +[0-9.]+ +[0-9.]+ +\+0\.00 \[\+0\.00, '
-                                      rf'\+0\.00\] +{ROUNDS}/{ROUNDS} +{ROUNDS}/{ROUNDS} +identical')
-        self.assertTrue(done.stdout.rstrip().endswith('verdict: reproduced: every row identical, '
-                                                      'round by round'))
-
-    def test_a_changed_round_is_not_identical(self):
-        def change(data):
-            data['rows'][0]['runs'][1]['test_error'] += 0.1
-        done = self.reproduce(change)
-        self.assertEqual(done.returncode, 1)
-        self.assertIn(f'{ROUNDS - 1}/{ROUNDS}', done.stdout)
-        self.assertIn('verdict: NOT reproduced: fast are not identical', done.stdout)
-
-    def test_elsewhere_a_realistic_shift_is_flagged_just_past_the_tolerance(self):
-        # Another CPU: the committed rounds differ from the rerun's by noise of a realistic size
-        # (0.5 pp per round, as between machines) plus a shift. The rerun is this machine's, so
-        # the paired differences are exactly -(noise + shift): the row is consistent when the
-        # shift lies inside the tolerance the code uses (its joint interval's half-width) and
-        # flagged just past it.
-        pattern = [1, -1, 2, -2, 0.5, -0.5, 1.5, -1.5, 0, 0]  # mean 0
-        scale = 0.5 / summary.mean_std(pattern)[1]
-        noise = [scale * z for z in pattern]
-        level = 1 - (1 - reproduce.JOINT_LEVEL) / 1  # one row
-        tolerance = summary.t_quantile(level, ROUNDS - 1) * 0.5 / ROUNDS ** 0.5
-        self.assertTrue(0.4 < tolerance < 0.6, tolerance)  # about half a point at 10 rounds
-        for factor, status, verdict in ((0.97, 0, 'verdict: reproduced: all 1 rows consistent'),
-                                        (1.03, 1, 'verdict: NOT reproduced: fast disagree')):
-            with self.subTest(factor=factor):
-                def shifted(data):
-                    elsewhere(data)
-                    for run, n in zip(data['rows'][0]['runs'], noise):
-                        run['test_error'] += n + factor * tolerance
-                done = self.reproduce(shifted)
-                self.assertEqual(done.returncode, status, done.stdout)
-                self.assertIn(verdict, done.stdout)
-
-    def test_elsewhere_identical_rounds_are_consistent(self):
-        done = self.reproduce(elsewhere, '--rounds', '2')
-        self.assertEqual(done.returncode, 0, done.stdout)
-        self.assertIn('cpu another CPU here', done.stdout)
-        self.assertIn('verdict: reproduced: all 1 rows consistent', done.stdout)
-
-    def test_elsewhere_one_round_or_a_diverged_rerun_never_agrees(self):
-        def elsewhere_and_diverging(data):
-            elsewhere(data)
-            data['rows'][0]['config']['lr'] = 1e30
-        done = self.reproduce(elsewhere, '--rounds', '1')
-        self.assertEqual(done.returncode, 1, done.stdout)
-        self.assertIn('NOT judged (fewer than 2 rounds)', done.stdout)
-        done = self.reproduce(elsewhere_and_diverging, '--rounds', '2')
-        self.assertEqual(done.returncode, 1, done.stdout)
-        self.assertIn('NOT consistent (2 round(s) diverged)', done.stdout)
-
-    def test_recorded_settings_are_not_overridden(self):
-        done = run_cli('--reproduce', self.path, '--epochs', '3')
-        self.assertEqual(done.returncode, 2)
-        self.assertIn('drop --epochs', done.stderr)
-        done = run_cli('--reproduce', os.path.join(self.dir, 'nothing.json'))
-        self.assertEqual(done.returncode, 2)
-        self.assertIn('there is no results file', done.stderr)
 
 
 if __name__ == '__main__':

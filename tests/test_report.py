@@ -33,7 +33,8 @@ class Report(unittest.TestCase):
                                     'produce: rerun those studies, then python report/make_report.py')
 
     def test_readme_blocks_are_regenerated_from_the_results(self):
-        for block in (make_report.readme_block(self.results), make_report.compat_block(self.results)):
+        for block in (make_report.readme_block(self.results), make_report.tuning_block(self.results),
+                      make_report.compat_block(self.results)):
             self.assertIn(block, self.readme, 'a generated block of README.md is stale: run '
                                               'python report/make_report.py')
 

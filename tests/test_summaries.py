@@ -156,10 +156,12 @@ class Readme(unittest.TestCase):
             cells = f"| {name} | {row['nb_parameters']:,} | {mean:.2f} ± {sd:.2f} | " \
                     f"{min(errors):.2f} | {max(errors):.2f} |"
             self.assertIn(cells, self.readme, name)
+        def signed(x):  # a figure that rounds to zero carries no minus sign
+            return f'{x:+.2f}'.replace('-0.00', '+0.00')
         for c in variants['contrasts']:
             n, mean, low, high = paired(rows[c['row']]['runs'], rows[c['vs']]['runs'])
-            self.assertIn(f"{c['row']} - {c['vs']}: {mean:+.2f} [{low:+.2f}, {high:+.2f}] pp over "
-                          f"{n} rounds", self.readme)
+            self.assertIn(f"{c['row']} - {c['vs']}: {signed(mean)} [{signed(low)}, "
+                          f"{signed(high)}] pp over {n} rounds", self.readme)
 
     def test_the_headline_is_the_declared_confirmation(self):
         confirm = summary.load_json(os.path.join(RESULTS, 'confirm.json'))

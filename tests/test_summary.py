@@ -75,6 +75,14 @@ class Table(unittest.TestCase):
         self.assertEqual(lines[2], '| a | 1,234 | 2.00 | 2.00 | 2.00 | - | 0.50 | 1.25 | reference |')
 
 
+class Signs(unittest.TestCase):
+    def test_a_difference_that_rounds_to_zero_has_no_minus_sign(self):
+        self.assertEqual(summary.ci_text(dict(n=3, mean=-0.004, ci95=[-0.3, 0.001])),
+                         '+0.00 [-0.30, +0.00]')
+        self.assertEqual(summary.ci_text(dict(n=3, mean=-0.006, ci95=[-0.3, 0.2])),
+                         '-0.01 [-0.30, +0.20]')
+
+
 class ResultsFiles(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp()
