@@ -153,7 +153,8 @@ def compat_block(results):
         ran = ', '.join(name for name, on in (('channels-last', paths.get('channels_last')),
                                               ('bf16', paths.get('allow_bf16')),
                                               ('fused AdamW', paths.get('fused_adamw'))) if on)
-        quick = 'runs' if pair.get('quick', {}).get('exit') == 0 else f"fails: {pair.get('error')}"
+        quick = ('runs' if pair['quick'].get('exit') == 0 else f"fails: {pair.get('error')}"
+                 ) if 'quick' in pair else f"not run: {pair.get('error')}"
         verdict = (pair.get('reproduce') or {}).get('verdict') or '-'
         out.append(f"| {pair.get('python_full', pair['python'])} | "
                    f"{pair.get('torch_full', pair['torch'])} | {quick} | {ran or 'none'} | "
