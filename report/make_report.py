@@ -115,9 +115,7 @@ def tuning_block(results):
     """Markdown: every tuning candidate with its validation error, the step it makes (paired
     difference to the row it changes, 95 % interval, "within noise" where it is), its cost,
     how many candidates beat it, and what the rule picks."""
-    data = results['tuning']
-    chosen = tuning.choices(data)
-    beaten = tuning.beaten_by([r for r in data['rows'] if r['summary']['n'] >= 2])
+    data, chosen = results['tuning'], derived(results)['tuning']  # the paper's figures, reused
     steps = {c['row']: c for c in data.get('contrasts', []) if c['paired']}
     out = [TUNING_START, f"`{data['command']}`: {data['settings']['rounds']} rounds, validation "
            f"error on the held-out quarter (mean ± std), CPU seconds per run.", '',
@@ -129,7 +127,7 @@ def tuning_block(results):
         text = (f"vs `{step['vs']}`: {summary.ci_text(step['paired'])}"
                 + (', within noise' if low <= 0 <= high else '')) if step else '-'
         out.append(f"| `{r['name']}` | {r['about']} | {error['mean']:.2f} ± {error['std']:.2f} | "
-                   f"{text} | {tuning.cost(r):.2f} | {len(beaten.get(r['name'], []))} |")
+                   f"{text} | {tuning.cost(r):.2f} | {chosen['beaten'].get(r['name'], 0)} |")
     out += ['', f"The rule picks `{chosen['best']}` as the best model (`BEST`) and, among the "
             f"candidates of at most {chosen['budget']:.2f} CPU s per run (the cost of "
             f"`{tuning.BUDGET_ROW}`), `{chosen['fast']}` as the fast model (`FAST`).", TUNING_END]
