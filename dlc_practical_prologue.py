@@ -5,7 +5,8 @@ Keeps the course contract: `generate_pair_sets(nb)` returns
 (float32 nb x 2 x 14 x 14 on the raw 0-255 scale, int64 nb, int64 nb x 2).
 
 The four MNIST files are read from `<root>/mnist/MNIST/raw/` (torchvision's layout), where root is
-the `data_dir` argument, else `$PYTORCH_DATA_DIR`, else `./data`. Missing files are downloaded;
+the `data_dir` argument, else `$PYTORCH_DATA_DIR`, else `./data` (a root pointed at `mnist/`,
+`MNIST/` or `raw/` itself is understood). Missing files are downloaded;
 every file is checked (gzip stream, IDX magic and sizes, MD5 of the decompressed content) and any
 problem raises `DataError` with a one-line message that names the file and the fix.
 Importing this module has no side effects.
@@ -13,7 +14,6 @@ Importing this module has no side effects.
 import gzip
 import hashlib
 import http.client
-import math
 import os
 import struct
 import sys
@@ -58,7 +58,15 @@ def data_root(data_dir=None):
 
 
 def raw_dir(data_dir=None):
-    return os.path.join(data_root(data_dir), 'mnist', 'MNIST', 'raw')
+    """The folder of the four files: <root>/mnist/MNIST/raw/ (torchvision's layout, where missing
+    files are downloaded to), or the first of <root>/MNIST/raw/, <root>/raw/ and root itself that
+    holds one of them: a --data_dir pointed at mnist/, MNIST/ or raw/ is understood."""
+    root = data_root(data_dir)
+    canonical = os.path.join(root, 'mnist', 'MNIST', 'raw')
+    for folder in (canonical, os.path.join(root, 'MNIST', 'raw'), os.path.join(root, 'raw'), root):
+        if any(os.path.exists(os.path.join(folder, name)) for name in FILES):
+            return folder
+    return canonical
 
 
 FIX = ('point --data_dir or PYTORCH_DATA_DIR at a folder holding mnist/MNIST/raw/ with the four '
@@ -77,7 +85,7 @@ def _decode(path, name, content):
         raise DataError(f'{path} is not the expected IDX file (magic number {got_magic}, '
                         f'expected {magic}); replace it with the original MNIST file, or {FIX}')
     got_shape = struct.unpack('>' + 'I' * len(shape), content[4:header])
-    if got_shape != shape or len(content) != header + math.prod(shape):
+    if got_shape != shape or len(content) != header + _product(shape):
         raise DataError(f'{path} has the wrong size (header {got_shape}, {len(content) - header} '
                         f'bytes of data; expected {shape}); delete it and rerun to download it '
                         f'again, or {FIX}')
@@ -85,6 +93,13 @@ def _decode(path, name, content):
         raise DataError(f'{path} fails its checksum (MD5 of the content is not {md5}); delete it '
                         f'and rerun to download it again, or {FIX}')
     return _uint8_tensor(content, header).view(shape)
+
+
+def _product(shape):
+    n = 1
+    for size in shape:
+        n *= size
+    return n
 
 
 def _uint8_tensor(content, offset):
@@ -237,3 +252,14 @@ def generate_pair_sets(nb, generator=None, seed=None, data_dir=None, nb_test=Non
     check_pair_count(nb_test, 'test')
     return (generate_split_pairs(nb, 'train', generator, data_dir, quiet)
             + generate_split_pairs(nb_test, 'test', generator, data_dir, quiet))
+
+
+def generate_validation_sets(nb, part, generator=None, data_dir=None, quiet=False):
+    """The six course tensors from MNIST train alone, for choosing settings: nb training pairs,
+    of which quarter `part` (0-3) is held out as the 'test' set. No test image is read."""
+    input, target, classes = generate_split_pairs(nb, 'train', generator, data_dir, quiet)
+    held_out = torch.zeros(nb, dtype=torch.bool)
+    quarter = nb // 4
+    held_out[part * quarter:(part + 1) * quarter] = True
+    return (input[~held_out], target[~held_out], classes[~held_out],
+            input[held_out], target[held_out], classes[held_out])

@@ -77,7 +77,8 @@ def digit_branch(backbone='conv', batch_norm=False, dropout=0.0, width=1):
                        + conv_block(w(120), w(84), 1, batch_norm)
                        + [nn.Conv2d(w(84), 10, 1), nn.Flatten()])
     elif backbone == 'resnet':
-        layers = (conv_block(1, w(16), 3, batch_norm, padding=1) + [ResidualBlock(w(16), batch_norm)]
+        layers = (conv_block(1, w(16), 3, batch_norm, padding=1)
+                  + [ResidualBlock(w(16), batch_norm)]
                   + conv_block(w(16), w(32), 3, batch_norm, padding=1, stride=2)
                   + [ResidualBlock(w(32), batch_norm), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
                   + ([nn.Dropout(dropout)] if dropout > 0 else []) + [nn.Linear(w(32), 10)])
@@ -96,7 +97,8 @@ def digit_branch(backbone='conv', batch_norm=False, dropout=0.0, width=1):
 class MLPHead(nn.Module):
     def __init__(self, hidden=64):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(20, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(20, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 2))
 
     def forward(self, digit_logits):
         return self.net(digit_logits)
@@ -119,7 +121,8 @@ class PosteriorHead(nn.Module):
     def forward(self, digit_logits):
         log_p = digit_logits.float().log_softmax(-1)
         joint = log_p[:, 0, :, None] + log_p[:, 1, None, :]  # joint[n, i, j] = log p1(i) p2(j)
-        le = torch.ones(10, 10, dtype=torch.bool, device=joint.device).triu()  # i <= j
+        digits = torch.arange(10, device=joint.device)
+        le = digits[:, None] <= digits[None, :]  # le[i, j]: i <= j
         return torch.stack((joint.masked_fill(le, -float('inf')).flatten(1).logsumexp(1),
                             joint.masked_fill(~le, -float('inf')).flatten(1).logsumexp(1)), 1)
 

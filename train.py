@@ -1,22 +1,16 @@
-"""Training and evaluation: a hand-written mini-batch loop over tensors, and one evaluation function.
+"""Training and evaluation: a hand-written mini-batch loop over tensors, one evaluation function,
+and the figures of many rounds.
 
 The loss is cross-entropy on the pair target plus, when `aux_weight > 0`, `aux_weight` times the
 cross-entropy of the digit logits on both digit classes. The auxiliary loss lives here, not in
 the model, so a variant with and without it is the same network.
 """
 import contextlib
-import ctypes
 import functools
-import hashlib
 import math
-import time
 
 import torch
 import torch.nn.functional as F
-
-import dlc_practical_prologue as prologue
-import models
-from study import provenance
 
 
 class TrainingDiverged(RuntimeError):
@@ -25,6 +19,24 @@ class TrainingDiverged(RuntimeError):
 
 ######################################################################
 # Speed paths: each used where the installed torch and the machine have it, found by trying it.
+# None changes what is computed; each rounds sums its own way, so the numbers move within noise.
+
+def cpu_flags():
+    """The instruction sets this CPU announces (Linux; empty elsewhere)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = [line.split(':', 1)[1] for line in f if line.startswith('flags')]
+        return flags[0].split() if flags else []
+    except OSError:
+        return []
+
+
+def bf16_kind():
+    """How this CPU computes bfloat16: 'amx' (Intel AMX tiles), 'avx512_bf16' (vector
+    instructions), or 'none' (emulated, slower than float32)."""
+    flags = cpu_flags()
+    return 'amx' if 'amx_bf16' in flags else 'avx512_bf16' if 'avx512_bf16' in flags else 'none'
+
 
 @functools.lru_cache(maxsize=None)
 def native_bf16(device='cpu'):
@@ -35,11 +47,12 @@ def native_bf16(device='cpu'):
         supported = getattr(torch.cuda, 'is_bf16_supported', lambda: False)
         if not supported():
             return False
-    elif provenance.bf16_kind() == 'none' or not torch.backends.mkldnn.is_available():
+    elif bf16_kind() == 'none':
         return False
     try:
         with autocast(device, True):
-            torch.nn.functional.linear(torch.ones(2, 2, device=device), torch.ones(2, 2, device=device))
+            ones = torch.ones(2, 2, device=device)
+            torch.nn.functional.linear(ones, ones)
         return True
     except (AttributeError, RuntimeError, TypeError):
         return False
@@ -58,9 +71,14 @@ def fused_adamw(device='cpu'):
         return False
 
 
+def channels_last_works():
+    """True where torch has the channels-last memory format (torch 1.5 and later)."""
+    return hasattr(torch, 'channels_last')
+
+
 def autocast(device, enabled):
     if not enabled:
-        return contextlib.nullcontext()
+        return contextlib.ExitStack()  # does nothing: Python 3.6 has no nullcontext
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
@@ -82,18 +100,26 @@ def deskew(input):
     images = input.reshape(n * c, h, w)
     y = torch.arange(h, dtype=input.dtype, device=input.device).view(1, h, 1)
     x = torch.arange(w, dtype=input.dtype, device=input.device).view(1, 1, w)
-    mass = images.sum((1, 2), keepdim=True).clamp_min(1e-6)
+    mass = images.sum((1, 2), keepdim=True).clamp(min=1e-6)
     y_mean = (images * y).sum((1, 2), keepdim=True) / mass
     x_mean = (images * x).sum((1, 2), keepdim=True) / mass
     y_var = (images * (y - y_mean) ** 2).sum((1, 2), keepdim=True) / mass
     xy_cov = (images * (y - y_mean) * (x - x_mean)).sum((1, 2), keepdim=True) / mass
-    slant = xy_cov / y_var.clamp_min(1e-6)  # x moves by `slant` pixels per row
+    slant = xy_cov / y_var.clamp(min=1e-6)  # x moves by `slant` pixels per row
     # Output pixel (x, y) reads the input at (x + slant * (y - y_mean), y), in grid_sample's
     # coordinates: -1 and 1 are the outer edges of the first and last pixels.
     source_x = (x + slant * (y - y_mean)).expand(n * c, h, w)
     grid = torch.stack(((2 * source_x + 1) / w - 1, ((2 * y + 1) / h - 1).expand(n * c, h, w)), -1)
     out = F.grid_sample(images[:, None], grid, align_corners=False, padding_mode='zeros')
     return out.view(n, c, h, w)
+
+
+def prepare_inputs(train_input, test_input, deskew_digits):
+    """Deskews each image on its own if asked, then standardizes both with the training
+    statistics only: a test input never depends on the other test inputs."""
+    if deskew_digits:
+        train_input, test_input = deskew(train_input), deskew(test_input)
+    return standardize(train_input, test_input)
 
 
 def shift_images(input, max_shift, generator=None, shifts=None):
@@ -108,7 +134,8 @@ def shift_images(input, max_shift, generator=None, shifts=None):
     shifts = shifts.to(input.device)
     # The background is an image's minimum after standardization; pad each image with its own,
     # so a shift adds no edge and no image depends on the others of its batch.
-    padded = input.amin((2, 3), keepdim=True).repeat(1, 1, h + 2 * max_shift, w + 2 * max_shift)
+    background = input.flatten(2).min(2)[0][..., None, None]
+    padded = background.repeat(1, 1, h + 2 * max_shift, w + 2 * max_shift)
     padded[:, :, max_shift:max_shift + h, max_shift:max_shift + w] = input
     rows = (torch.arange(h, device=input.device) + max_shift - shifts[..., 0, None])
     cols = (torch.arange(w, device=input.device) + max_shift - shifts[..., 1, None])
@@ -129,7 +156,13 @@ def one_cycle(total_steps, warmup=0.25):
     """Learning-rate factor: a linear rise over the first quarter of the steps, then a linear
     fall to zero. A high peak rate early and a low rate at the end need fewer epochs."""
     rise = max(1, round(warmup * total_steps))
-    return lambda step: (step + 1) / rise if step < rise else (total_steps - step) / (total_steps - rise + 1)
+    return lambda step: ((step + 1) / rise if step < rise
+                         else (total_steps - step) / (total_steps - rise + 1))
+
+
+# The settings of a row that train_model takes.
+TRAINING = ('nb_epochs', 'mini_batch_size', 'lr', 'weight_decay', 'aux_weight', 'shift', 're_pair',
+            'schedule')
 
 
 def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
@@ -175,7 +208,8 @@ def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
                 if aux_weight > 0:
                     loss = loss + aux_weight * F.cross_entropy(
                         digit_logits.float().reshape(-1, 10), classes[batch].reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
+            for p in model.parameters():  # as zero_grad(set_to_none=True), which torch < 1.7 lacks
+                p.grad = None
             loss.backward()
             optimizer.step()
             if scheduler is not None:
@@ -231,154 +265,108 @@ def evaluate(model, input, target, classes=None, mini_batch_size=500, tta=False,
 
 
 ######################################################################
-# One round of one row: its pairs, its network, training, then the figures on the test pairs.
+# The figures of many rounds: mean, std, and paired differences with their t intervals.
 
-def seed_for(*keys):
-    """A 63-bit seed from (base seed, round, purpose): independent streams, stable everywhere."""
-    return int.from_bytes(hashlib.sha256(repr(keys).encode()).digest()[:8], 'little') >> 1
-
-
-def digest(*tensors):
-    """12 hex digits of the tensors' exact contents: which pairs and initial weights a run
-    used, checkable across runs and machines."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(ctypes.string_at(t.data_ptr(), t.numel() * t.element_size()))
-    return h.hexdigest()[:12]
+def mean_std(values):
+    """Mean and sample standard deviation (n - 1; None for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return mean, std
 
 
-def load_pairs(config, data_seed, validation, round_index, data_dir):
-    """The six course tensors of one round. With validation, the 'test' tensors are a held-out
-    quarter of the training pairs and no test pair is ever drawn."""
-    generator = torch.Generator().manual_seed(data_seed)
-    if not validation:
-        return prologue.generate_pair_sets(config['nb_pairs'], generator=generator,
-                                           data_dir=data_dir, nb_test=config['nb_test_pairs'],
-                                           quiet=True)
-    input, target, classes = prologue.generate_split_pairs(
-        config['nb_pairs'], 'train', generator, data_dir, quiet=True)
-    # Round r holds out quarter r % 4 of its training pairs, so all of them serve in turn.
-    held_out = torch.zeros(input.size(0), dtype=torch.bool)
-    quarter = input.size(0) // 4
-    start = (round_index % 4) * quarter
-    held_out[start:start + quarter] = True
-    return (input[~held_out], target[~held_out], classes[~held_out],
-            input[held_out], target[held_out], classes[held_out])
+def t_quantile(level, df):
+    """q with P(|T| <= q) = level for Student's t with df degrees of freedom: Simpson's rule on
+    its density, then bisection (the standard library has no t distribution)."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    density = lambda t: c * (1 + t * t / df) ** (-(df + 1) / 2)
+    inside = lambda q, n=2000: 2 * q / (3 * n) * sum(
+        (1 if k in (0, n) else 4 if k % 2 else 2) * density(k * q / n) for k in range(n + 1))
+    low, high = 0.0, 1.0
+    while inside(high) < level:
+        low, high = high, 2 * high
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if inside(mid) < level else (low, mid)
+    return (low + high) / 2
 
 
-def prepare_inputs(train_input, test_input, deskew_digits):
-    """Deskews each image on its own if asked, then standardizes both with the training
-    statistics only: a test input never depends on the other test inputs."""
-    if deskew_digits:
-        train_input, test_input = deskew(train_input), deskew(test_input)
-    return standardize(train_input, test_input)
+def contrast(runs, names, nb_contrasts):
+    """Name, mean and Bonferroni-adjusted interval (95 % for the family of nb_contrasts) of a
+    contrast of test errors: (a, b) is a - b and (a, b, c, d) is (a - b) - (c - d), over the
+    rounds its rows all finished; runs: {row name: results}. No mean below two rounds."""
+    errors = [{r['round']: r['test_error'] for r in runs[n] if r['status'] == 'ok'} for n in names]
+    rounds = sorted(set.intersection(*map(set, errors)))
+    signs = (1, -1, -1, 1)[:len(names)]
+    diffs = [sum(sign * e[r] for sign, e in zip(signs, errors)) for r in rounds]
+    text = ' - '.join(names) if len(names) == 2 else '({} - {}) - ({} - {})'.format(*names)
+    if len(diffs) < 2:
+        return text, None, None
+    mean, std = mean_std(diffs)
+    half = t_quantile(1 - 0.05 / nb_contrasts, len(diffs) - 1) * std / math.sqrt(len(diffs))
+    return text, mean, (mean - half, mean + half)
 
 
-def build_model(config):
-    if config['net'] == 'pairnet':
-        return models.PairNet(config['kind'], config['depth'], config['hidden'],
-                              config['batch_norm'], config['dropout'])
-    return models.SiameseNet(config['share_weights'], config['backbone'], config['head'],
-                             config['batch_norm'], config['dropout'], config['width'])
+def round_line(r):
+    """The greppable line of one round's result."""
+    if r['status'] != 'ok':
+        return 'row={name} round={round} diverged: {message}'.format(**r)
+    digit = '-' if r['test_digit_error'] is None else '{:.2f}'.format(r['test_digit_error'])
+    return ('row={} round={} test_error={:.2f} digit_error={} train_error={:.2f} '
+            'seconds={:.2f}'.format(r['name'], r['round'], r['test_error'], digit,
+                                    r['train_error'], r['seconds']))
 
 
-def to_device(model, device, channels_last):
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+def table(rows, runs, contrasts):
+    """Lines: each row's mean ± std over its finished rounds, then the family of contrasts with
+    Bonferroni-adjusted intervals; rows: configs, runs: {row name: results}."""
+    def pm(values):
+        mean, std = mean_std(values) if values else (None, None)
+        if mean is None:
+            return '-'
+        return '{:.2f}'.format(mean) if std is None else '{:.2f} ± {:.2f}'.format(mean, std)
+    form = '{:<15} {:>7} {:>14} {:>14} {:>13} {:>6}'
+    lines = ['', form.format('row', 'params', 'test error %', 'digit error %', 'train error %',
+                             's/run')]
+    for config in rows:
+        ok = [r for r in runs[config['name']] if r['status'] == 'ok']
+        figures = [pm([r[key] for r in ok if r[key] is not None])
+                   for key in ('test_error', 'test_digit_error', 'train_error')]
+        seconds = '{:.2f}'.format(sum(r['seconds'] for r in ok) / len(ok)) if ok else '-'
+        lines.append(form.format(config['name'], ok[0]['nb_parameters'] if ok else '-', *figures,
+                                 seconds))
+    if contrasts:
+        lines += ['', 'Paired differences of test error (pp) on the same rounds, 95 % intervals '
+                  'Bonferroni-adjusted for these {} contrasts:'.format(len(contrasts))]
+    signed = lambda x: '{:+.2f}'.format(x).replace('-0.00', '+0.00')
+    for names in contrasts:
+        text, mean, ci = contrast(runs, names, len(contrasts))
+        figure = ('needs two rounds' if mean is None
+                  else '{} [{}, {}]'.format(signed(mean), signed(ci[0]), signed(ci[1])))
+        lines.append('  {:<34} {}'.format(text, figure))
+    return lines
 
 
-def run_round(config, seed, round_index, device='cpu', channels_last=False, allow_bf16=False,
-              data_dir=None, validation=False, curves=False, keep_mistakes=False, verbose=False):
-    """Trains one row (config) for one round and returns its figures (errors in %).
-
-    Pairs, initial weights and training randomness come from seeds derived from (seed,
-    round_index), so round r of every row sees the same pairs. validation: score on a held-out quarter of the
-    training pairs, never drawing a test pair; curves: also the errors after every epoch;
-    keep_mistakes: the misread test pairs.
-    """
-    data_seed = seed_for(seed, round_index, 'data')
-    pairs = load_pairs(config, data_seed, validation, round_index, data_dir)
-    train_input, train_target, train_classes, test_input, test_target, test_classes = pairs
-    raw_test_input = test_input
-    train_input, test_input = prepare_inputs(train_input, test_input, config['deskew'])
-    train_input, train_target, train_classes, test_input, test_target, test_classes = (
-        t.to(device) for t in (train_input, train_target, train_classes,
-                               test_input, test_target, test_classes))
-    torch.manual_seed(seed_for(seed, round_index, 'weights'))
-    model = to_device(build_model(config), device, channels_last)
-    result = dict(name=config['name'], round=round_index, data_seed=data_seed,
-                  pairs_digest=digest(*pairs), init_digest=digest(*model.state_dict().values()),
-                  status='ok', nb_parameters=models.nb_parameters(model))
-    curve = {'train_error': [], 'test_error': []}
-
-    def record_epoch(epoch, model):
-        for key, input, target in (('train_error', train_input, train_target),
-                                   ('test_error', test_input, test_target)):
-            curve[key].append(round(evaluate(model, input, target)['pair_error'], 2))
-        if verbose:
-            print(f"epoch {config['name']} round={round_index} epoch={epoch + 1} "
-                  f"train_error={curve['train_error'][-1]:.2f}", flush=True)
-
-    bf16 = allow_bf16 and config['bf16']
-    # Wall time for the reader; processor time as the cost the tuning rule compares, which
-    # other programs running on the machine barely change.
-    start, cpu_start = time.perf_counter(), time.process_time()
-    try:
-        losses = train_model(
-            model, train_input, train_target, train_classes, nb_epochs=config['nb_epochs'],
-            mini_batch_size=config['mini_batch_size'], lr=config['lr'],
-            weight_decay=config['weight_decay'], aux_weight=config['aux_weight'],
-            shift=config['shift'], re_pair=config['re_pair'], schedule=config['schedule'],
-            generator=torch.Generator().manual_seed(seed_for(seed, round_index, 'train')),
-            bf16=bf16, on_epoch=record_epoch if curves else None)
-    except TrainingDiverged as e:
-        return dict(result, status='diverged', message=str(e))
-    result['seconds'] = time.perf_counter() - start
-    result['final_loss'] = losses[-1]
-    start = time.perf_counter()
-    test = evaluate(model, test_input, test_target, test_classes, tta=config['tta'], bf16=bf16)
-    result['eval_seconds'] = time.perf_counter() - start
-    result['cpu_seconds'] = time.process_time() - cpu_start
-    trained = evaluate(model, train_input, train_target, train_classes, tta=config['tta'],
-                       bf16=bf16)
-    # Digit outputs trained by nothing but a learned head need not be digits: no digit error.
-    has_digits = config['net'] == 'siamese' and (config['aux_weight'] > 0
-                                                 or config['head'] == 'posterior')
-    result.update(test_error=test['pair_error'], train_error=trained['pair_error'],
-                  test_digit_error=test['digit_error'] if has_digits else None,
-                  train_digit_error=trained['digit_error'] if has_digits else None)
-    if curves:
-        result['curve'] = curve
-    if config['net'] == 'siamese' and config['aux_weight'] == 0 and config['head'] == 'posterior':
-        # Without digit labels the digit outputs may still be digits, under some relabeling.
-        result['matched_digit_error'] = matched_digit_error(test['digit_pred'], test_classes)
-    if keep_mistakes:
-        wrong = (test['pair_pred'] != test_target).nonzero().flatten()
-        result['mistakes'] = [dict(index=i, classes=test_classes[i].tolist(),
-                                   target=test_target[i].item(),
-                                   predicted_digits=None if test['digit_pred'] is None
-                                   else test['digit_pred'][i].tolist(),
-                                   image=raw_test_input[i].round().int().tolist())
-                              for i in wrong.tolist()]
-    return result
+def check_torch_and_device(device):
+    """The device to run on ('auto': cuda if there is one); ValueError for a torch below 1.4 or
+    --device cuda without a GPU."""
+    if tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) < (1, 4):
+        raise ValueError('torch {} is installed; this project needs torch 1.4 or newer'.format(
+            torch.__version__))
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('--device cuda: there is no CUDA GPU here; use --device cpu')
+    return 'cuda' if device == 'cuda' or device == 'auto' and torch.cuda.is_available() else 'cpu'
 
 
+def speed_paths(device, no_bf16=False, no_channels_last=False, **options):
+    """run_round's options for the speed paths this machine and torch have (unless refused)."""
+    return dict(options, device=device, allow_bf16=not no_bf16 and native_bf16(device),
+                channels_last=not no_channels_last and channels_last_works())
 
-def matched_digit_error(digit_pred, classes):
-    """Digit error (%) after the best one-to-one relabeling of the ten outputs (exact, by
-    dynamic programming over subsets of digits)."""
-    pred, true = digit_pred.reshape(-1).tolist(), classes.reshape(-1).tolist()
-    counts = [[0] * 10 for _ in range(10)]
-    for p, t in zip(pred, true):
-        counts[p][t] += 1
-    best = {0: 0}  # mask of digits used by outputs 0..k-1 -> most agreements
-    for output in range(10):
-        nxt = {}
-        for mask, score in best.items():
-            for digit in range(10):
-                if not mask >> digit & 1:
-                    key = mask | 1 << digit
-                    nxt[key] = max(nxt.get(key, -1), score + counts[output][digit])
-        best = nxt
-    return 100.0 * (1 - best[(1 << 10) - 1] / len(pred))
+
+def speed_path_names(options):
+    names = [name for name, on in (('channels-last', options['channels_last']),
+                                   ('bf16 autocast', options['allow_bf16']),
+                                   ('fused AdamW', fused_adamw(options['device']))) if on]
+    return ', '.join(names) or 'none'

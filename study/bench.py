@@ -46,7 +46,7 @@ def run(rows, reference, machine, rounds, seed, command, parallel_row):
     # Each run of a study runs in a worker with one thread: time the models the same way.
     torch.set_num_threads(machine.threads)
     report = []
-    print(f"\n{'model':<8} {'path':<19} {'train s':>8} {'eval s':>7} {'x ref':>6} {'speed-up':>8} "
+    print(f"\n{'model':<8} {'path':<19} {'s / run':>8} {'x ref':>6} {'speed-up':>8} "
           f"{'test err %':>10} {'vs fp32 (pp, 95% CI)':>24}")
     for config in rows:
         runs = {name: timed_runs(config, machine, rounds, seed, cl, bf) for name, cl, bf in paths}
@@ -56,8 +56,7 @@ def run(rows, reference, machine, rounds, seed, command, parallel_row):
             seconds = summary.run_seconds(s)
             base = base or seconds
             diff = summary.paired_difference(runs[name], runs['fp32']) if name != 'fp32' else None
-            print(f"{config['name']:<8} {name:<19} {s['seconds']['mean']:>8.2f} "
-                  f"{s['eval_seconds']['mean']:>7.2f} {seconds / ref_seconds:>6.2f} "
+            print(f"{config['name']:<8} {name:<19} {seconds:>8.2f} {seconds / ref_seconds:>6.2f} "
                   f"{base / seconds:>7.2f}x {s['test_error']['mean']:>10.2f} "
                   f"{summary.ci_text(diff) if diff else '':>24}", flush=True)
             report.append(dict(model=config['name'], config=studies.row_config(config), path=name,

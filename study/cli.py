@@ -2,7 +2,9 @@
 reproduction they ask for, results files, and exit statuses (0 done, 1 data problem, a diverged
 or failed run or a reproduction that disagrees, 2 bad flags or an unsupported torch, 130 Ctrl-C).
 
-test.py hands in its studies, its `row` and its defaults, so every default here is test.py's.
+test.py hands its command line here when it holds a research flag; the studies, `row` and the
+defaults are test.py's, so every default here is test.py's. Results are written only when asked
+(--save, --json), and only for a study that completed.
 """
 import argparse
 import dataclasses
@@ -16,11 +18,12 @@ import types
 import torch
 
 import dlc_practical_prologue as prologue
+import test
 import train
 from study import bench, reproduce, runner, studies, summary, tuning
 
-# The oldest torch that runs every path of this code (see the README's compatibility table).
-MIN_TORCH = (1, 8)
+# The oldest torch that runs every path of this code (study/README.md, other torch versions).
+MIN_TORCH = (1, 4)
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'report',
                        'results')
 
@@ -73,9 +76,8 @@ def parse_args(argv, project):
                'old; 130 Ctrl-C.')
     what = parser.add_argument_group('what to run')
     what.add_argument('--study', default=None, metavar='NAME',
-                      help="a study (default: variants); 'list' names them, 'all' runs all "
-                           f"but {', '.join(n for n in STUDIES if n not in ALL)}, each writing "
-                           "NAME.json (into the --json folder)")
+                      help="a study (default: variants, test.py's rows); 'list' names them, "
+                           f"'all' runs all but {', '.join(n for n in STUDIES if n not in ALL)}")
     what.add_argument('--variant', default=None, metavar='NAMES',
                       help='comma-separated row names of the study to run (default: all rows)')
     what.add_argument('--quick', action='store_true',
@@ -119,11 +121,15 @@ def parse_args(argv, project):
     io = parser.add_argument_group('input and output')
     io.add_argument('--data_dir', default=None,
                     help='folder holding mnist/MNIST/raw/ (default $PYTORCH_DATA_DIR, else ./data)')
+    io.add_argument('--save', action='store_true',
+                    help='write the results into report/results/NAME.json (replacing the '
+                         'committed file), for a whole study as defined only: never with '
+                         '--quick, --variant, --epochs, --batch_size, --lr, --pairs, '
+                         '--test_pairs or --validation. Without --save or --json nothing is '
+                         'written; a study stopped by Ctrl-C, a failed round or a diverged run '
+                         'writes nothing either')
     io.add_argument('--json', default=None, metavar='PATH',
-                    help='write the results there (with --study all: a folder). Without it, '
-                         '--study NAME writes report/results/NAME.json, but only for the whole '
-                         'study as defined: never with --quick, --variant, --epochs, '
-                         '--batch_size, --lr, --pairs, --test_pairs or --validation')
+                    help='write the results there instead (with --study all: a folder)')
     io.add_argument('--verbose', action='store_true', help='print the training error after every epoch')
     speed = parser.add_argument_group('speed')
     speed.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'),
@@ -204,11 +210,17 @@ def changed(args):
 
 
 def results_path(name, args):
-    """Where a study's results go: --json (a folder with --study all), else
-    report/results/NAME.json for a whole, unchanged study named with --study, else nowhere."""
+    """Where a study's results go: --json (a folder with --study all), else with --save
+    report/results/NAME.json (a whole, unchanged study only), else nowhere."""
+    if args.json and args.save:
+        raise UsageError('--save writes into report/results/, --json elsewhere: give one of them')
+    if args.save and changed(args):
+        raise UsageError(f"--save replaces report/results/{name}.json, so only with the whole "
+                         f"study as defined: drop {', '.join(changed(args))}, or write elsewhere "
+                         f"with --json PATH")
     if args.json:
         path = os.path.join(args.json, f'{name}.json') if args.study == 'all' else args.json
-    elif args.study is not None and not changed(args):
+    elif args.save:
         path = os.path.join(RESULTS, f'{name}.json')
     else:
         path = None
@@ -253,9 +265,7 @@ def run(args, project):
         runner.check_data(machine.data_dir, test=True)
         result = bench.run(rows, reference, machine, args.rounds or 3, args.seed, command,
                            parallel_row='ws+aux')
-        if path:
-            summary.write_json(path, result)
-            print(f'results in {path}')
+        save(path, result)
         return 0
     names = ALL if args.study == 'all' else [args.study or 'variants']
     plan = [(STUDIES[name], select(rows_for(STUDIES[name].rows, args), args.variant, name),
@@ -268,19 +278,29 @@ def run(args, project):
             study = dataclasses.replace(study, validation=True)
         result = runner.run_study(study, rows, args.rounds or (1 if args.quick else 10), args.seed,
                                   machine, command)
-        if path:
-            summary.write_json(path, result)
-            print(f'results in {path}')
+        diverged = any(r['summary']['diverged'] for r in result['rows'])
+        if result['complete'] and not diverged and 'error' not in result:
+            save(path, result)
+        elif path:
+            kept = f'{path} is as it was' if os.path.exists(path) else f'{path} was not written'
+            print(f'the study did not complete: {kept}', file=sys.stderr)
         if 'error' in result:
             raise runner.WorkerError(result['error'])
         if not result['complete']:
             return 130
-        if any(r['summary']['diverged'] for r in result['rows']):
+        if diverged:
             status = 1
         if study.name == 'tuning' and not changed(args):
             print('\n' + '\n'.join(tuning.report(result, chosen_settings(project))))
         print()
     return status
+
+
+def save(path, result):
+    """Writes the results to path, if there is one: a temporary file, renamed over the old one."""
+    if path:
+        summary.write_json(path, result)
+        print(f'results in {path}')
 
 
 def chosen_settings(project):
@@ -306,7 +326,8 @@ def choose(name, project):
 
 def reproduce_study(args, project):
     """--reproduce: the committed study rerun as recorded, and the verdict as exit status."""
-    fixed = [flag for flag, value in (('--study', args.study), ('--bench', args.bench)) if value]
+    fixed = [flag for flag, value in (('--study', args.study), ('--bench', args.bench),
+                                      ('--save', args.save)) if value]
     fixed += changed(args)
     if fixed or args.seed:
         raise UsageError(f"--reproduce reruns the recorded settings; drop {', '.join(fixed) or '--seed'}")
@@ -326,9 +347,8 @@ def reproduce_study(args, project):
     runner.check_data(machine.data_dir, test=not plan.study.validation)
     rerun, lines = reproduce.run(path, plan, args.command)
     print('\n'.join([''] + lines))
-    if args.json:
-        summary.write_json(args.json, rerun)
-        print(f'results in {args.json}')
+    if args.json and rerun['complete'] and 'error' not in rerun:
+        save(args.json, rerun)
     if 'error' in rerun:
         raise runner.WorkerError(rerun['error'])
     if not rerun['complete']:
@@ -336,10 +356,9 @@ def reproduce_study(args, project):
     return 0 if rerun['reproduction']['reproduced'] else 1
 
 
-def main(argv, studies_by_name, row, hyp):
-    """test.py's command line over its studies (name: Study), its `row` and its defaults HYP;
-    returns the exit status."""
-    project = project_of(studies_by_name, row, hyp)
+def main(argv):
+    """test.py's command line with a research flag, over the studies; returns the exit status."""
+    project = project_of(studies.registry(), test.row, test.HYP)
     args = parse_args(argv, project)
     try:
         check_torch()
@@ -372,5 +391,5 @@ def check_torch():
     """Raises UsageError below the oldest torch this project runs on."""
     version = tuple(int(part) for part in re.findall(r'\d+', torch.__version__)[:2])
     if version < MIN_TORCH:
-        raise UsageError(f"torch {torch.__version__} is installed, but this project needs torch "
-                         f"{'.'.join(map(str, MIN_TORCH))} or newer: pip install -r requirements.txt")
+        raise UsageError(f"torch {torch.__version__} is installed; this project needs torch "
+                         f"{'.'.join(map(str, MIN_TORCH))} or newer")

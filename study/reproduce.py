@@ -14,6 +14,8 @@ from study import runner, studies, summary
 # A row is consistent when its interval at this joint level, split over the rows compared
 # (Bonferroni), contains zero: a correct installation fails this check about once in a hundred.
 JOINT_LEVEL = 0.99
+# A row with fewer than two paired rounds elsewhere: no interval, so no verdict either way.
+TOO_FEW = 'too few rounds to judge'
 # Figures that may differ between identical runs: wall-clock times.
 TIMES = ('seconds', 'eval_seconds', 'cpu_seconds')
 # What a results file must record to be rerun as it ran.
@@ -58,7 +60,7 @@ def same_kind(data, rerun):
                for key in ('cpu', 'cpu_flags', 'bf16_kind', 'torch') + ('gpu',) * on_gpu]
     checks += [(key, a['settings'].get(key), b['settings'].get(key))
                for key in ('device', 'threads', 'channels_last', 'allow_bf16', 'fused_adamw')]
-    return [f'{what} {x} here {y}' for what, x, y in checks if x != y]
+    return [f'{what}: committed {x}, here {y}' for what, x, y in checks if x != y]
 
 
 def identical(run, other):
@@ -67,7 +69,8 @@ def identical(run, other):
 
 
 def verdict(elsewhere, new, same, diverged, joint):
-    """A row's verdict; those that start with NOT fail the reproduction."""
+    """A row's verdict; those that start with NOT fail the reproduction, and so does too few
+    rounds to judge (no verdict is no agreement)."""
     if not new:
         return 'NOT reproduced (no finished round)'
     if not elsewhere:
@@ -75,7 +78,7 @@ def verdict(elsewhere, new, same, diverged, joint):
     if diverged:
         return f'NOT consistent ({diverged} round(s) diverged)'
     if joint is None:
-        return 'NOT judged (fewer than 2 rounds)'
+        return TOO_FEW
     return 'consistent' if joint[0] <= 0 <= joint[1] else 'NOT consistent'
 
 
@@ -104,7 +107,7 @@ def compare(data, rerun):
                          joint_interval=list(joint) if joint else None, identical_rounds=same,
                          same_inputs=inputs, diverged=diverged,
                          verdict=verdict(elsewhere, new, same, diverged, joint)))
-    agree = all(not r['verdict'].startswith('NOT') for r in rows)
+    agree = all(not r['verdict'].startswith('NOT') and r['verdict'] != TOO_FEW for r in rows)
     return dict(elsewhere=elsewhere, joint_level=JOINT_LEVEL, rows=rows,
                 reproduced=agree and rerun['complete'])
 
@@ -134,8 +137,12 @@ def report(data, rerun):
         lines.append(f"consistent: the row's {100 * comparison['joint_level']:g} % joint interval "
                      f"(Bonferroni over {len(cells)} rows) of the paired difference contains 0")
     bad = [r['name'] for r in comparison['rows'] if r['verdict'].startswith('NOT')]
+    few = [r['name'] for r in comparison['rows'] if r['verdict'] == TOO_FEW]
     if not rerun['complete']:
         lines.append('verdict: NOT reproduced: the rerun was interrupted')
+    elif few and not bad:
+        lines.append(f"verdict: too few rounds to judge ({', '.join(few)}): on another machine "
+                     f"or torch a row needs two rounds or more (--rounds 2)")
     elif bad:
         how = 'disagree or could not be judged' if comparison['elsewhere'] else 'are not identical'
         lines.append(f"verdict: NOT reproduced: {', '.join(bad)} {how}")

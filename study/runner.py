@@ -1,7 +1,7 @@
-"""Running a study: many rounds of train.run_round, in worker processes or in this one, each
-result printed as it finishes, then the study's table and its results file.
+"""Running a study: many rounds of test.run_round (through study/rounds.py), in worker processes
+or in this one, each result printed as it finishes, then the study's table and its results.
 
-Round r of every row draws the same pairs (train.run_round derives every seed from the base seed
+Round r of every row draws the same pairs (test.run_round derives every seed from the base seed
 and the round), so rows are compared on paired rounds; the same seed gives the same numbers.
 """
 import multiprocessing
@@ -17,8 +17,9 @@ import torch
 
 import dlc_practical_prologue as prologue
 import models
+import test
 import train
-from study import provenance, summary
+from study import provenance, rounds, summary
 from study.studies import row_config
 
 
@@ -50,8 +51,8 @@ class WorkerError(RuntimeError):
 
 
 def run_one(job, machine):
-    """One row for one round on this machine: train.run_round with the job's flags."""
-    return train.run_round(job.config, job.seed, job.round, device=machine.device,
+    """One row for one round on this machine: test.run_round with the job's flags."""
+    return rounds.run_round(job.config, job.seed, job.round, device=machine.device,
                            channels_last=machine.channels_last, allow_bf16=machine.allow_bf16,
                            data_dir=machine.data_dir, validation=job.validation,
                            curves=job.curves, keep_mistakes=job.keep_mistakes,
@@ -65,7 +66,9 @@ def warm_up(machine):
     """One tiny training step, so torch's one-time start-up cost (the first backward pass is
     slow) is not charged to the first run of a process."""
     torch.set_num_threads(machine.threads)
-    model = train.to_device(models.SiameseNet(), machine.device, machine.channels_last)
+    model = models.SiameseNet().to(machine.device)
+    if machine.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     x = torch.zeros(4, 2, 14, 14, device=machine.device)
     y = torch.zeros(4, dtype=torch.long, device=machine.device)
     train.train_model(model, x, y, y[:, None].repeat(1, 2), nb_epochs=1, aux_weight=1.0,
@@ -201,7 +204,7 @@ def run_study(study, rows, rounds, seed, machine, command):
         print(f"{head} {'valid' if study.validation else 'test'}_error={result['test_error']:.2f} "
               f"digit_error={'-' if digit is None else f'{digit:.2f}'} "
               f"train_error={result['train_error']:.2f} "
-              f"seconds={result['seconds'] + result['eval_seconds']:.2f} "
+              f"seconds={result['seconds']:.2f} "
               f"done={done}/{len(jobs)}", flush=True)
 
     complete, error = True, None
@@ -217,7 +220,7 @@ def run_study(study, rows, rounds, seed, machine, command):
     for r in rows:
         done = sorted(runs[r['name']], key=lambda x: x['round'])
         entry = dict(name=r['name'], about=r['about'], config=row_config(r),
-                     nb_parameters=models.nb_parameters(train.build_model(r)),
+                     nb_parameters=models.nb_parameters(test.network(r, 0, 0)),
                      summary=summary.summarize(done), runs=done)
         if r['name'] != reference:
             entry['paired_vs_reference'] = summary.paired_difference(done, runs[reference])
@@ -230,8 +233,7 @@ def run_study(study, rows, rounds, seed, machine, command):
                       validation=study.validation, curves=study.curves),
         environment=environment(), code=code, started=started,
         wall_seconds=time.perf_counter() - wall, rows=out_rows,
-        contrasts=[dict(row=a, vs=b, paired=summary.paired_difference(runs[a], runs[b]))
-                   for a, b in study.contrasts if a in runs and b in runs])
+        contrasts=summary.contrasts(runs, study.contrasts))
     if error:
         result['error'] = error
     print()
@@ -254,6 +256,6 @@ def environment():
     return dict(torch=torch.__version__, python=platform.python_version(),
                 machine=platform.machine(), system=platform.system(),
                 cpu_count=os.cpu_count(), cpu=provenance.cpu_name(),
-                cpu_flags=provenance.cpu_flags(), bf16_kind=provenance.bf16_kind(),
+                cpu_flags=provenance.cpu_flags(), bf16_kind=train.bf16_kind(),
                 native_bf16=train.native_bf16(),
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)

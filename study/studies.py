@@ -1,11 +1,13 @@
-"""The further studies: each a list of rows, every row the defaults of test.py with a few overrides.
+"""The studies: the variants study of test.py (its ROWS and CONTRASTS) and the further ones, each
+a list of rows, every row test.py's defaults (HYP) with a few overrides.
 
-test.py holds the defaults (HYP and the presets AUX, BEST, FAST, VARIANTS) and the variants
-study; it hands `row` and the presets in, so every number here is an override, never a default.
+test.py holds the defaults and the presets (AUX, BEST, FAST, VARIANTS), so every number here is
+an override, never a default.
 """
 from dataclasses import dataclass
 
 import models
+import test
 from study import tuning
 
 # The numbers of training pairs of the data_size study.
@@ -13,6 +15,10 @@ SIZES = (250, 500, 1000, 2000, 4000, 8000)
 # The headline of the README and the paper, declared before it ran: the confirm study (the best
 # model alone) on a seed no run had used, its mean ± std and standard error as they come.
 HEADLINE = dict(study='confirm', seed=20261201, rounds=100)
+# The tuning study behind BEST and FAST, declared with the rule (study/tuning.py) and its
+# candidates before it ran, on a seed no run had used. Earlier validation runs on seed 0 shaped
+# the candidate list; this run alone decides the choice.
+TUNING = dict(study='tuning', seed=20261203, rounds=40)
 
 
 @dataclass
@@ -25,7 +31,8 @@ class Study:
     curves: bool = False       # also record the train and test error after every epoch
     mistakes_of: str = None    # keep this row's misclassified test pairs of round 0
     in_all: bool = True        # run by --study all
-    contrasts: tuple = ()      # (row, other row): paired differences the study is about
+    contrasts: tuple = ()      # the family of paired differences the study is about: (a, b) is
+    #                            a - b, (a, b, c, d) is (a - b) - (c - d); Bonferroni-adjusted
 
 
 # The settings that belong to the pair net or to the Siamese net only: a row's results file
@@ -50,6 +57,14 @@ def current_rows(registry, study):
     else:
         return None
     return {r['name']: row_config(r) for r in rows}
+
+
+def registry():
+    """{name: Study}: test.py's variants study, then the further studies."""
+    variants = Study('variants', "test.py's rows: the four Siamese variants (weight sharing x aux "
+                     "loss), a size control, re-pairing and the best model", test.ROWS, 'plain',
+                     mistakes_of='best', contrasts=tuple(test.CONTRASTS))
+    return {s.name: s for s in [variants] + further(test.row, test)}
 
 
 def further(row, p):
@@ -83,10 +98,15 @@ def further(row, p):
               '1000/plain',
               contrasts=tuple((f'{n}/{a}', f'{n}/{b}') for n in SIZES
                               for a, b in (('ws+aux', 'ws'), ('ws+aux+re-pair', 'ws+aux')))),
-        Study('no_digit_labels', 'the best model trained with the pair label only',
-              [row('pair-loss-only', 'the best model without any digit label',
-                   **dict(p.BEST, aux_weight=0.0)),
-               row('with-digit-loss', 'the best model', **p.BEST)], 'with-digit-loss'),
+        # ws-posterior differs from ws in its head alone: what the head does without digit labels.
+        Study('no_digit_labels', 'the pair label only: the posterior head on ws and on the best '
+              'model', [row('ws', 'ws: the MLP head, pair loss only'),
+                        row('ws-posterior', 'ws with the posterior head, pair loss only',
+                            head='posterior'),
+                        row('pair-loss-only', 'the best model without any digit label',
+                            **dict(p.BEST, aux_weight=0.0)),
+                        row('with-digit-loss', 'the best model', **p.BEST)], 'with-digit-loss',
+              contrasts=(('ws-posterior', 'ws'), ('pair-loss-only', 'with-digit-loss'))),
         Study('tuning', 'validation scores behind every choice (held-out training pairs, no '
               'test pairs)', [row(name, about, **overrides)
                               for name, about, overrides, _ in tuning.candidates()],

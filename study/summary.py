@@ -88,6 +88,38 @@ def paired_difference(runs, reference_runs):
     return None if ci is None else dict(n=len(diffs), mean=sum(diffs) / len(diffs), ci95=list(ci))
 
 
+def contrast_diffs(runs, names):
+    """Round by round over the rounds all its rows finished: a - b for names (a, b), and
+    (a - b) - (c - d) for (a, b, c, d), the interaction."""
+    errors = [{r['round']: r['test_error'] for r in runs[n] if r['status'] == 'ok'} for n in names]
+    rounds = sorted(set.intersection(*map(set, errors)))
+    signs = (1, -1, -1, 1)[:len(names)]
+    return [sum(sign * e[k] for sign, e in zip(signs, errors)) for k in rounds]
+
+
+def contrast_text(names):
+    return ' - '.join(names) if len(names) == 2 else '({} - {}) - ({} - {})'.format(*names)
+
+
+def contrasts(runs, family):
+    """The study's family of contrasts over runs ({row: runs}), those whose rows all ran: each
+    with its mean, its plain 95 % interval and its interval Bonferroni-adjusted for the family
+    (level 1 - 0.05 / m for m contrasts), which is the one to quote."""
+    family = [tuple(names) for names in family if all(n in runs for n in names)]
+    out = []
+    for names in family:
+        diffs = contrast_diffs(runs, names)
+        entry = dict(rows=list(names), text=contrast_text(names), row=names[0],
+                     vs=names[1] if len(names) == 2 else None, paired=None)
+        if len(diffs) >= 2:
+            level = 1 - 0.05 / len(family)
+            entry['paired'] = dict(n=len(diffs), mean=sum(diffs) / len(diffs),
+                                   ci95=list(interval(diffs)), family=len(family),
+                                   level=level, ci=list(interval(diffs, level)))
+        out.append(entry)
+    return out
+
+
 def summarize(runs):
     """n finished rounds, how many diverged, and the mean and std of every figure."""
     ok = [r for r in runs if r['status'] == 'ok']
@@ -108,8 +140,8 @@ def rows_by_name(data):
 
 
 def run_seconds(summary):
-    """Mean seconds per run: training plus the test evaluation."""
-    return summary['seconds']['mean'] + summary['eval_seconds']['mean']
+    """Mean seconds per run: training plus the test evaluation (measured apart in older files)."""
+    return summary['seconds']['mean'] + ((summary.get('eval_seconds') or {}).get('mean') or 0.0)
 
 
 def digit_stat(summary):
@@ -181,10 +213,21 @@ def columns(header, rows, right=None):
 
 
 def contrast_lines(data):
-    """One line per contrast of a study: 'a - b: +mean [low, high] pp over n rounds' (none
-    with fewer than two paired rounds)."""
-    return [f"{c['row']} - {c['vs']}: {ci_text(c['paired'])} pp over {c['paired']['n']} rounds"
-            for c in data.get('contrasts', []) if c['paired']]
+    """One line per contrast of a study: 'a - b: +mean [low, high] pp over n rounds', with the
+    interval adjusted for the family where the file has it (none below two paired rounds)."""
+    lines = []
+    for c in data.get('contrasts', []):
+        p = c['paired']
+        if not p:
+            continue
+        text = c.get('text') or f"{c['row']} - {c['vs']}"
+        if 'ci' in p:
+            adjusted = dict(p, ci95=p['ci'])
+            lines.append(f"{text}: {ci_text(adjusted)} pp over {p['n']} rounds (Bonferroni, "
+                         f"{p['family']} contrasts: {100 * p['level']:.2f} % each)")
+        else:
+            lines.append(f"{text}: {ci_text(p)} pp over {p['n']} rounds")
+    return lines
 
 
 def text_table(data):

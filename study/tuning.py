@@ -7,13 +7,21 @@ candidate changes one thing of the row it names (`vs`), so every step has a pair
 The rule, applied by `choose` to the committed results and written in the README:
   1. a candidate is beaten when another candidate validates significantly better than it: the
      95 % interval of their paired difference (other - candidate) lies below zero;
-  2. among the candidates that no other beats, take the cheapest (mean processor seconds per
-     run, training and evaluation), counting costs within 10 % of the cheapest as equal;
+  2. among the candidates that no other beats, take the cheapest, counting costs within 10 % of
+     the cheapest as equal. The cost is a count, the same on every machine and in every run:
+     the multiply-accumulates of the conv and linear layers in a run's training (forward and
+     backward, counted as three forward passes) and test evaluation (`macs`). Measured seconds
+     move by 20 % between studies, so they are shown, never used;
   3. among those, the lowest mean validation error.
 The best model is the rule applied to every candidate. The fast model is the rule applied to the
 candidates that cost at most what the course's own recipe costs (`course/ws+aux`): the best one
 can do in the time a course submission trains.
 """
+import functools
+
+import torch
+
+import test
 from study import summary
 
 # The course's settings, the starting point of the tuning steps and the benchmark's reference.
@@ -53,6 +61,9 @@ def candidates():
          dict(aux_weight=1.0, re_pair=True), 'ws+aux'),
         ('ws+aux/lr=3e-3', 'a lower peak learning rate', dict(aux_weight=1.0, lr=3e-3), 'ws+aux'),
         ('ws+aux/40 epochs', 'more epochs', dict(aux_weight=1.0, nb_epochs=40), 'ws+aux'),
+        # The one-cycle step changed schedule, rate and batch together: the batch on its own.
+        ('ws+aux/batch 100', "the course's batch of 100", dict(aux_weight=1.0, mini_batch_size=100),
+         'ws+aux'),
         # From ws+aux to the earlier best model W, one step at a time.
         ('posterior', 'the posterior head instead of the MLP head', posterior, 'ws+aux'),
         ('posterior/width 2', '+ twice the channels', chain[0], 'posterior'),
@@ -90,10 +101,40 @@ def candidates():
     return rows
 
 
+def forward_macs(config):
+    """Multiply-accumulates of one forward pass of the row's network on one pair, counted on
+    its conv and linear layers (the rest, batch norm and the heads' sums, is under 1 %)."""
+    model, count = test.network(config, 0, 0), [0]
+
+    def hook(module, inputs, output):
+        weight = module.weight  # each output element takes weight numel / out channels products
+        count[0] += output.numel() * (weight.numel() // weight.size(0))
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            module.register_forward_hook(hook)
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(2, 2, 14, 14))  # two pairs: batch norm's statistics need two samples
+    return count[0] // 2
+
+
+def macs(config, validation=True):
+    """Multiply-accumulates of one run: training (a backward pass counted as two forward passes)
+    and the evaluation that the run's time covers, each test-time shift a pass of its own."""
+    nb_train = config['nb_pairs'] - config['nb_pairs'] // 4 if validation else config['nb_pairs']
+    nb_eval = config['nb_pairs'] // 4 if validation else config['nb_test_pairs']
+    passes = 3 * nb_train * config['nb_epochs'] + nb_eval * (5 if config['tta'] else 1)
+    return forward_macs(config) * passes
+
+
 def cost(row):
-    """Mean processor seconds per run of a results row: training plus the evaluation (the
-    same work as the wall time, without the slowdown from other programs on the machine)."""
-    return row['summary']['cpu_seconds']['mean']
+    """A tuning row's cost: millions of multiply-accumulates per run (`macs`)."""
+    return _cost(tuple(sorted(row['config'].items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _cost(config):
+    return macs(dict(test.HYP, **dict(config))) / 1e6
 
 
 def beaten_by(rows):
@@ -108,9 +149,9 @@ def beaten_by(rows):
     return out
 
 
-def choose(data, budget=None):
+def choose(data, budget=None, cost=cost):
     """The rule (module docstring) on a tuning results file: the name of the chosen row, among
-    the rows costing at most `budget` seconds per run (all rows without a budget)."""
+    the rows costing at most `budget` (all rows without a budget); cost(row) is `cost`."""
     rows = [r for r in data['rows'] if r['summary']['n'] >= 2
             and (budget is None or cost(r) <= budget)]
     beaten = beaten_by(rows)
@@ -122,7 +163,7 @@ def choose(data, budget=None):
 
 def choices(data):
     """{'best': row name, 'fast': row name} that the rule picks on a tuning results file, and
-    the fast model's budget in seconds per run."""
+    the fast model's budget (`cost`)."""
     budget = cost(summary.rows_by_name(data)[BUDGET_ROW])
     return dict(best=choose(data), fast=choose(data, budget), budget=budget)
 
@@ -137,16 +178,20 @@ def beaten_text(names, mean):
 def report(data, settings):
     """Lines: every candidate with its validation error, cost and the rows that beat it, then
     the rule's choices and whether they are the settings given ({'best': .., 'fast': ..})."""
+    if not all(r['summary']['n'] >= 2 for r in data['rows']):
+        return ['the rule compares candidates on paired rounds: it needs two rounds or more of '
+                'every candidate (--rounds)']
     beaten = beaten_by([r for r in data['rows'] if r['summary']['n'] >= 2])
     rows_by_mean = lambda name: summary.rows_by_name(data)[name]['summary']['test_error']['mean']
-    header = ['candidate', 'valid. error %', 's / run', 'beaten by']
-    cells = [[r['name'], summary.pm(r['summary']['test_error']), summary.num(cost(r)),
+    header = ['candidate', 'valid. error %', 'M MACs / run', 's / run', 'beaten by']
+    seconds = lambda r: summary.num(r['summary'].get('seconds', {}).get('mean'))
+    cells = [[r['name'], summary.pm(r['summary']['test_error']), f'{cost(r):,.0f}', seconds(r),
               beaten_text(beaten.get(r['name'], []), rows_by_mean)] for r in data['rows']]
     chosen = choices(data)
     rows = summary.rows_by_name(data)
-    lines = [summary.columns(header, cells, right=(1, 2)), '']
+    lines = [summary.columns(header, cells, right=(1, 2, 3)), '']
     for kind, limit in (('best', 'every candidate'),
-                        ('fast', f"the candidates of at most {chosen['budget']:.2f} s per run "
+                        ('fast', f"the candidates of at most {chosen['budget']:,.0f} M MACs per run "
                                  f"(the cost of {BUDGET_ROW})")):
         name = chosen[kind]
         same = rows[name]['config'] == settings[kind]

@@ -3,20 +3,23 @@ import os
 import subprocess
 import sys
 
+import torch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import dlc_practical_prologue as prologue  # noqa: E402,F401  (the modules the tests import from here)
 import models  # noqa: E402,F401
 import train  # noqa: E402,F401
-from study import cli, provenance, reproduce, runner, summary  # noqa: E402,F401
+from study import cli, provenance, reproduce, rounds, runner, studies, summary  # noqa: E402,F401
 import test as entry  # noqa: E402  (the project's test.py: ROOT comes first on the path)
 
 assert os.path.dirname(os.path.abspath(entry.__file__)) == ROOT, \
     f'imported {entry.__file__} instead of the project\'s test.py'
 
-# What test.py hands its command line: its studies, its row() and its defaults.
-PROJECT = cli.project_of(entry.STUDIES, entry.row, entry.HYP)
+# Every study, and what the research command line knows of test.py.
+STUDIES = studies.registry()
+PROJECT = cli.project_of(STUDIES, entry.row, entry.HYP)
 
 # Tests that need MNIST read it where the project does: $PYTORCH_DATA_DIR, else ./data.
 DATA_DIR = prologue.data_root()
@@ -30,6 +33,27 @@ if _MISSING:  # those tests then fail (never skip): say why once, before their t
 
 # The machine of the tests that call runner directly: this CPU, MNIST where the tests read it.
 MACHINE = runner.Machine(data_dir=DATA_DIR, allow_bf16=train.native_bf16())
+
+
+def round_pairs(cfg, seed, round_index, validation=False, data_dir=None):
+    """The six raw tensors of a round, as test.run_round draws them."""
+    generator = torch.Generator().manual_seed(entry.seed_for(seed, round_index, 'data'))
+    if validation:
+        return prologue.generate_validation_sets(cfg['nb_pairs'], round_index % 4, generator,
+                                                 data_dir or DATA_DIR)
+    return prologue.generate_pair_sets(cfg['nb_pairs'], generator=generator,
+                                       data_dir=data_dir or DATA_DIR, nb_test=cfg['nb_test_pairs'])
+
+
+def other_test_pairs(change):
+    """A stand-in for the course helper that hands the round the same training pairs and the
+    test pairs that change(pairs, real helper) makes."""
+    real = prologue.generate_pair_sets
+
+    def helper(nb, generator=None, seed=None, data_dir=None, nb_test=None, quiet=False):
+        pairs = real(nb, generator=generator, seed=seed, data_dir=data_dir, nb_test=nb_test)
+        return change(pairs, lambda s: real(nb, seed=s, data_dir=data_dir, nb_test=nb_test))
+    return helper
 
 
 def config(name='t', **overrides):

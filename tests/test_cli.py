@@ -43,7 +43,8 @@ class Results(unittest.TestCase):
     def test_quick_json_has_the_four_variants_and_the_best_model(self):
         data, done = self.run_json(*QUICK)
         names = [r['name'] for r in data['rows']]
-        self.assertEqual(names, ['plain', 'ws', 'aux', 'ws+aux', 'ws+aux+re-pair', 'best'])
+        self.assertEqual(names, ['plain', 'ws', 'aux', 'ws+aux', 'plain-small', 'ws+aux+re-pair',
+                                 'best'])
         self.assertTrue(data['complete'])
         self.assertEqual(data['study'], 'variants')
         self.assertEqual(data['code']['fingerprint'], provenance.code_fingerprint())
@@ -81,19 +82,24 @@ class Results(unittest.TestCase):
         losses = lambda d: [[r['final_loss'] for r in row['runs']] for row in d['rows']]
         self.assertEqual(losses(one), losses(two))
 
-    def test_only_a_whole_unchanged_study_replaces_the_committed_results(self):
+    def test_only_save_writes_into_the_results_and_only_a_whole_unchanged_study(self):
         path = lambda *args: cli.results_path('heads', cli.parse_args(list(args), PROJECT))
         committed = os.path.join(cli.RESULTS, 'heads.json')
-        self.assertEqual(path('--study', 'heads'), committed)
-        self.assertEqual(path('--study', 'heads', '--rounds', '20', '--seed', '3'), committed)
-        self.assertEqual(path('--study', 'all'), committed)
+        for args in ((), ('--study', 'heads'), ('--study', 'all'), ('--fast',),
+                     ('--study', 'heads', '--quick'), ('--study', 'heads', '--rounds', '20')):
+            with self.subTest(args=args):  # without --save or --json nothing is written
+                self.assertIsNone(path(*args))
+        self.assertEqual(path('--study', 'heads', '--save'), committed)
+        self.assertEqual(path('--study', 'heads', '--rounds', '20', '--seed', '3', '--save'),
+                         committed)
+        self.assertEqual(path('--study', 'all', '--save'), committed)
         for changed in (('--quick',), ('--variant', 'mlp'), ('--epochs', '3'), ('--lr', '0.1'),
                         ('--batch_size', '20'), ('--pairs', '500'), ('--test_pairs', '500'),
                         ('--validation',)):
             with self.subTest(changed=changed):
-                self.assertIsNone(path('--study', 'heads', *changed))
-                self.assertIsNone(path('--study', 'all', *changed))
-        self.assertIsNone(path())  # plain python test.py prints and saves nothing
+                for study in ('heads', 'all'):
+                    with self.assertRaisesRegex(cli.UsageError, '--save replaces .* --json PATH'):
+                        path('--study', study, '--save', *changed)
         self.assertEqual(path('--study', 'heads', '--quick', '--json', 'x.json'), 'x.json')
         self.assertEqual(path('--study', 'all', '--quick', '--json', self.dir),
                          os.path.join(self.dir, 'heads.json'))
@@ -112,7 +118,8 @@ class BadInput(unittest.TestCase):
     CASES = [
         (('--rounds', '0'), 'whole number >= 1'),
         (('--rounds', '-2'), 'whole number >= 1'),
-        (('--rounds', 'ten'), "expected a whole number, got 'ten'"),
+        (('--rounds', 'ten'), "argument --rounds: invalid int value: 'ten'"),  # test.py's own
+        (('--study', 'heads', '--rounds', 'ten'), "expected a whole number, got 'ten'"),
         (('--epochs', '0'), '--epochs'),
         (('--batch_size', '1'), 'whole number >= 2'),
         (('--pairs', '5'), 'use at least 8'),
@@ -123,7 +130,8 @@ class BadInput(unittest.TestCase):
         (('--lr', 'nan'), 'positive finite number'),
         (('--lr', 'fast'), 'expected a number'),
         (('--study', 'nope'), 'choose from list, all, variants'),
-        (('--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, ws+aux+re-pair, best'),
+        (('--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, plain-small, ws+aux+re-pair, '
+                                'best'),
         (('--device', 'tpu'), "choose from 'auto', 'cpu', 'cuda'"),
         (('--json', '/nonexistent-folder/x.json'), 'does not exist'),
         (('--json', tempfile.gettempdir()), 'is a folder'),
@@ -131,7 +139,10 @@ class BadInput(unittest.TestCase):
         (('--workers', '0'), '--workers'),
         (('--bogus',), 'unrecognized arguments'),
         (('--fast', '--study', 'heads'), '--fast runs its own study'),
-        (('--bench', '--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, ws+aux+re-pair, best, fast'),
+        (('--bench', '--variant', 'nope'), 'choose from plain, ws, aux, ws+aux, plain-small, '
+                                           'ws+aux+re-pair, best, fast'),
+        (('--save', '--quick'), '--save replaces report/results/variants.json'),
+        (('--save', '--json', 'x.json'), 'give one of them'),
     ]
 
     def test_each_bad_flag(self):
@@ -148,12 +159,13 @@ class BadInput(unittest.TestCase):
     def test_a_torch_below_the_floor_is_named_in_one_line(self):
         import torch
         from unittest import mock
-        with mock.patch.object(torch, '__version__', '1.7.1'):
-            status, out, err = run_main('--quick')
-        self.assertEqual(status, 2)
-        self.assertEqual(err, 'test.py: error: torch 1.7.1 is installed, but this project needs '
-                              'torch 1.8 or newer: pip install -r requirements.txt\n')
-        self.assertEqual(out, '')
+        for args in (('--quick',), ('--study', 'heads', '--quick')):  # test.py's own, the package
+            with self.subTest(args=args), mock.patch.object(torch, '__version__', '1.3.1'):
+                status, out, err = run_main(*args)
+                self.assertEqual(status, 2)
+                self.assertEqual(err, 'test.py: error: torch 1.3.1 is installed; this project '
+                                      'needs torch 1.4 or newer\n')
+                self.assertEqual(out, '')
 
     def test_a_bad_flag_as_a_user_runs_it(self):
         done = run_cli('--rounds', '0')

@@ -4,7 +4,7 @@ import unittest
 
 import torch
 
-from tests.common import config, models, train
+from tests.common import config, entry, models, rounds, train
 
 
 class WeightSharing(unittest.TestCase):
@@ -68,7 +68,7 @@ class Shapes(unittest.TestCase):
     def test_budgets_stated_in_the_readme_hold(self):
         # The classic variants stay near the course's 70k parameters.
         for share in (True, False):
-            n = models.nb_parameters(train.build_model(config(share_weights=share)))
+            n = models.nb_parameters(entry.network(config(share_weights=share), 0, 0))
             self.assertLess(n, 75000)
             self.assertGreater(n, 30000)
 
@@ -96,10 +96,10 @@ class MatchedDigits(unittest.TestCase):
     def test_relabeled_outputs_count_as_right(self):
         classes = torch.arange(100) % 10
         permutation = torch.tensor([3, 1, 4, 0, 9, 2, 6, 5, 8, 7])
-        self.assertEqual(train.matched_digit_error(permutation[classes], classes), 0.0)
+        self.assertEqual(rounds.matched_digit_error(permutation[classes], classes), 0.0)
         pred = permutation[classes].clone()
         pred[:5] = pred[5:10]  # five outputs now wrong under any relabeling
-        self.assertAlmostEqual(train.matched_digit_error(pred, classes), 5.0)
+        self.assertAlmostEqual(rounds.matched_digit_error(pred, classes), 5.0)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,8 @@ from unittest import mock
 
 import torch
 
-from tests.common import DATA_DIR, MACHINE, config, models, prologue, runner, train
+from tests.common import (DATA_DIR, MACHINE, config, models, other_test_pairs, prologue,
+                          round_pairs, rounds, runner, train)
 from tests.test_train import toy_pairs
 
 from study import reproduce
@@ -109,28 +110,22 @@ class Rounds(unittest.TestCase):
         self.assertNotEqual(self.other_seed['init_digest'], self.ws[0]['init_digest'])
 
     def test_the_digests_are_those_of_the_pairs(self):
-        data_seed = train.seed_for(0, 1, 'data')
-        pairs = train.load_pairs(config('ws', **SHORT), data_seed, False, 1, DATA_DIR)
-        self.assertEqual(train.digest(*pairs), self.ws[1]['pairs_digest'])
+        pairs = round_pairs(config('ws', **SHORT), 0, 1)
+        self.assertEqual(rounds.digest(*pairs), self.ws[1]['pairs_digest'])
 
 
 class TestPairs(unittest.TestCase):
     def test_the_test_pairs_choose_nothing(self):
         """Whatever the test pairs, training (its loss, the training error) is the same; the
         learning curves read the test pairs for the figure only."""
-        real = train.load_pairs
-
-        def other_test_pairs(cfg, data_seed, validation, round, data_dir):
-            pairs = real(cfg, data_seed, validation, round, data_dir)
-            other = real(cfg, data_seed + 1, validation, round, data_dir)
-            return pairs[:3] + other[3:]
+        helper = other_test_pairs(lambda pairs, real: pairs[:3] + real(12345)[3:])
 
         for curves in (False, True):
             with self.subTest(curves=curves):
                 job = runner.Job(config(**dict(SHORT, deskew=True, tta=True, aux_weight=1.0,
                                                     re_pair=True)), 0, 0, curves=curves)
                 a = runner.run_one(job, MACHINE)
-                with mock.patch.object(train, 'load_pairs', other_test_pairs):
+                with mock.patch.object(prologue, 'generate_pair_sets', helper):
                     b = runner.run_one(job, MACHINE)
                 self.assertNotEqual(a['pairs_digest'], b['pairs_digest'])
                 for key in ('final_loss', 'train_error', 'train_digit_error'):
@@ -159,7 +154,7 @@ class Validation(unittest.TestCase):
             shutil.rmtree(root)
 
     def test_the_held_out_quarter_is_a_slice_of_the_training_pairs(self):
-        data = train.load_pairs(config(nb_pairs=200), 123, True, 1, DATA_DIR)
+        data = prologue.generate_validation_sets(200, 1, torch.Generator().manual_seed(123), DATA_DIR)
         self.assertEqual((data[0].size(0), data[3].size(0)), (150, 50))
         train_pairs = prologue.generate_split_pairs(200, 'train', torch.Generator().manual_seed(123))
         # Round 1 holds out quarter 1, and trains on the other three.

@@ -1,4 +1,4 @@
-"""One round tested whole (train.run_round, as the studies run it), with oracles: models that
+"""One round tested whole (test.run_round, as the studies run it), with oracles: models that
 know the digits of some images exactly, as the README says the round hands them to a model, and
 nothing else. Whatever goes wrong in how a round puts its parts together (which pairs it scores,
 how it prepares them, which classes it compares with, which mode it evaluates in), one of these
@@ -9,7 +9,8 @@ from unittest import mock
 
 import torch
 
-from tests.common import DATA_DIR, MACHINE, config, models, prologue, runner, train
+from tests.common import (DATA_DIR, MACHINE, config, entry, models, other_test_pairs, prologue,
+                          rounds, runner, train)
 
 # Small rounds on real MNIST pairs; no random moves, so a training image reaches the model as is.
 SMALL = dict(nb_pairs=120, nb_test_pairs=100, nb_epochs=2, shift=0, head='posterior')
@@ -26,7 +27,7 @@ def as_the_readme_says(cfg, seed=SEED, round_index=ROUND, validation=False):
     round's code: the course helper's pairs from the seed of (seed, round, 'data') (with
     validation, the training pairs' quarter round % 4 held out), each image deskewed alone if the
     row asks, then standardized with the mean and std of the training inputs."""
-    generator = torch.Generator().manual_seed(train.seed_for(seed, round_index, 'data'))
+    generator = torch.Generator().manual_seed(entry.seed_for(seed, round_index, 'data'))
     if validation:
         input, target, classes = prologue.generate_split_pairs(cfg['nb_pairs'], 'train',
                                                                generator, DATA_DIR, quiet=True)
@@ -80,8 +81,8 @@ def knowing(input, classes, which=None):
 
 def run_with(oracle, cfg, **flags):
     """One round of cfg with the oracle as its model (the round builds nothing else)."""
-    with mock.patch.object(train, 'build_model', lambda config: oracle):
-        return train.run_round(cfg, SEED, ROUND, data_dir=DATA_DIR, **flags)
+    with mock.patch.object(entry, 'network', lambda config, seed, round_index: oracle):
+        return rounds.run_round(cfg, SEED, ROUND, data_dir=DATA_DIR, **flags)
 
 
 def chance(target):
@@ -156,7 +157,7 @@ class KnowsTheTestPairs(unittest.TestCase):
         self.assertEqual(result['test_error'], 0.0)
         self.assertEqual(result['test_digit_error'], 0.0)
         self.assertAlmostEqual(result['train_error'], chance(ready[1]))
-        self.assertEqual(result['pairs_digest'], train.digest(*raw))
+        self.assertEqual(result['pairs_digest'], rounds.digest(*raw))
         return result, oracle, ready
 
     def test_every_kind_of_row(self):
@@ -200,16 +201,12 @@ class OtherTestPairs(unittest.TestCase):
     same training: the test pairs choose nothing."""
 
     def test_other_test_pairs_change_the_test_figures_and_nothing_else(self):
-        real = train.load_pairs
-
-        def shuffled(cfg, data_seed, validation, round_index, data_dir):
-            pairs = real(cfg, data_seed, validation, round_index, data_dir)
+        def shuffled(pairs, real):
             order = torch.arange(pairs[3].size(0)).roll(1)  # each test image with another's label
             return pairs[:3] + (pairs[3][order],) + pairs[4:]
 
-        def replaced(cfg, data_seed, validation, round_index, data_dir):
-            pairs = real(cfg, data_seed, validation, round_index, data_dir)
-            return pairs[:3] + real(cfg, data_seed + 1, validation, round_index, data_dir)[3:]
+        def replaced(pairs, real):
+            return pairs[:3] + real(12345)[3:]
 
         cfg = config(**dict(SMALL, deskew=True, tta=True, aux_weight=1.0, dropout=0.1))
         job = runner.Job(cfg, SEED, ROUND, curves=True)
@@ -217,7 +214,7 @@ class OtherTestPairs(unittest.TestCase):
         raw, ready = as_the_readme_says(cfg)
         for change in (shuffled, replaced):
             with self.subTest(change=change.__name__):
-                with mock.patch.object(train, 'load_pairs', change):
+                with mock.patch.object(prologue, 'generate_pair_sets', other_test_pairs(change)):
                     other = runner.run_one(job, MACHINE)
                     oracle = run_with(Oracle(knowing(ready[3], ready[5])), cfg)
                 for k in ('final_loss', 'train_error', 'train_digit_error', 'init_digest'):

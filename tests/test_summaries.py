@@ -1,12 +1,14 @@
 """Every summary figure recomputed from the per-round runs, by code written here that calls
 nothing of the project's statistics: the committed results files, a study run now (so that a
 bug in the code that summarizes would show), and the figures the README prints."""
+import contextlib
+import io
 import math
 import os
 import re
 import unittest
 
-from tests.common import DATA_DIR, ROOT, config, entry, runner, summary, train
+from tests.common import DATA_DIR, ROOT, STUDIES, config, entry, runner, summary, train
 from study import studies
 
 RESULTS = os.path.join(ROOT, 'report', 'results')
@@ -127,14 +129,17 @@ class StudyRunNow(Check, unittest.TestCase):
                 config('c', **dict(short, share_weights=False))]
         study = studies.Study('t', 'three rows', rows, 'a', contrasts=(('b', 'c'), ('c', 'a')))
         machine = runner.Machine(data_dir=DATA_DIR)
-        result = runner.run_study(study, rows, 3, 11, machine, 'test')
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):  # the study's lines, kept out of the test log
+            result = runner.run_study(study, rows, 3, 11, machine, 'test')
+        self.assertEqual(printed.getvalue().count('run study=t row='), 9)
         self.assertTrue(result['complete'])
         self.check_study('now', result)
         self.assertEqual([(c['row'], c['vs']) for c in result['contrasts']], [('b', 'c'), ('c', 'a')])
         for row in result['rows']:
             self.assertEqual([r['round'] for r in row['runs']], [0, 1, 2])
             for r in row['runs']:
-                self.assertEqual(r['data_seed'], train.seed_for(11, r['round'], 'data'))
+                self.assertEqual(r['data_seed'], entry.seed_for(11, r['round'], 'data'))
             self.assertEqual(row['config'], studies.row_config(next(x for x in rows
                                                                     if x['name'] == row['name'])))
 
@@ -172,7 +177,7 @@ class Readme(unittest.TestCase):
         self.assertTrue(confirm['complete'])
         self.assertEqual([r['name'] for r in confirm['rows']], ['best'])
         self.assertEqual(confirm['rows'][0]['config'], studies.row_config(
-            next(r for r in entry.STUDIES['variants'].rows if r['name'] == 'best')))
+            next(r for r in STUDIES['variants'].rows if r['name'] == 'best')))
         errors = [r['test_error'] for r in confirm['rows'][0]['runs'] if r['status'] == 'ok']
         self.assertGreaterEqual(len(errors), 40)
         mean, sd = mean_sd(errors)

@@ -21,8 +21,8 @@ class Workers(unittest.TestCase):
 
     PLANTS = {
         'start-up': 'runner.warm_up = fail',
-        'round': 'train.run_round = fail',
-        'death': 'train.run_round = lambda *args, **kwargs: os._exit(3)',
+        'round': 'test.run_round = fail',
+        'death': 'test.run_round = lambda *args, **kwargs: os._exit(3)',
     }
 
     def run_planted(self, plant, *args):
@@ -32,6 +32,7 @@ class Workers(unittest.TestCase):
             with open(script, 'w') as f:
                 f.write(f"""import os, sys
 sys.path.insert(0, {ROOT!r})
+import test
 import train
 from study import runner
 
@@ -123,47 +124,67 @@ def alive(pid):
 
 
 class Interrupt(unittest.TestCase):
-    def test_ctrl_c_keeps_finished_rounds(self):
+    """Ctrl-C during a study keeps the table of the finished rounds and writes nothing: no
+    --json file, and a committed results file stays byte for byte as it was."""
+
+    def test_ctrl_c_writes_no_json(self):
         # A study far too long to end by itself; Ctrl-C once a round has finished, so the signal
         # lands while rounds still run, in the workers' parent and in a single process alike.
         for workers in ('1', '2'):
             with self.subTest(workers=workers):
-                self.interrupt(workers)
+                folder = tempfile.mkdtemp()
+                try:
+                    path = os.path.join(folder, 'partial.json')
+                    out, err = self.interrupt(ROOT, '--variant', 'ws', '--rounds', '5000',
+                                              '--pairs', '40', '--test_pairs', '25', '--epochs',
+                                              '1', '--workers', workers, '--json', path)
+                    self.assertIn(f'the study did not complete: {path} was not written', err)
+                    self.assertEqual(os.listdir(folder), [])
+                finally:
+                    shutil.rmtree(folder)
 
-    def interrupt(self, workers):
+    def test_ctrl_c_leaves_the_committed_file_as_it_was(self):
+        # In a scratch copy of the project, so that no test ever writes into this one.
         folder = tempfile.mkdtemp()
-        path = os.path.join(folder, 'partial.json')
         try:
-            proc = subprocess.Popen(
-                [sys.executable, os.path.join(ROOT, 'test.py'), '--variant', 'ws', '--rounds',
-                 '5000', '--pairs', '40', '--test_pairs', '25', '--epochs', '1', '--workers',
-                 workers, '--threads', '1', '--json', path],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            copy = os.path.join(folder, 'project')
+            shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
+                '.git', '__pycache__', '*.pdf', 'figures', 'paper*', '.venv', 'venv', 'data'))
+            committed = os.path.join(copy, 'report', 'results', 'heads.json')
+            with open(committed, 'rb') as f:
+                before = f.read()
+            out, err = self.interrupt(copy, '--study', 'heads', '--save', '--workers', '2')
+            self.assertIn(f'the study did not complete: {committed} is as it was', err)
+            with open(committed, 'rb') as f:
+                self.assertEqual(f.read(), before)
+            self.assertEqual(sorted(os.listdir(os.path.dirname(committed))),
+                             sorted(os.listdir(os.path.join(ROOT, 'report', 'results'))))
+        finally:
+            shutil.rmtree(folder)
+
+    def interrupt(self, root, *args):
+        proc = subprocess.Popen([sys.executable, os.path.join(root, 'test.py'), *args,
+                                 '--threads', '1'], cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
             # Hang guards, not timings: a study that never prints, or never ends, fails the test.
             watchdog = threading.Timer(600, proc.kill)
             watchdog.start()
             for line in proc.stdout:
-                if line.startswith('run study=variants row=ws round='):
+                if line.startswith('run study='):
                     break
             watchdog.cancel()
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=600)
-            self.assertEqual(proc.returncode, 130, err)
-            self.assertNotIn('Traceback', err)
-            self.assertIn('interrupted', err)
-            self.assertIn('test error %', out)
-            with open(path) as f:
-                data = json.load(f)
-            self.assertFalse(data['complete'])
-            runs = data['rows'][0]['runs']
-            self.assertGreaterEqual(len(runs), 1)
-            self.assertLess(len(runs), 5000)
-            self.assertEqual(data['rows'][0]['summary']['n'], len(runs))
-            self.assertEqual(os.listdir(folder), ['partial.json'])
         finally:
             if proc.poll() is None:
                 proc.kill()
-            shutil.rmtree(folder)
+        self.assertEqual(proc.returncode, 130, err)
+        self.assertNotIn('Traceback', err)
+        self.assertIn('interrupted', err)
+        self.assertIn('test error %', out)
+        return out, err
+
 
 if __name__ == '__main__':
     unittest.main()
