@@ -162,11 +162,11 @@ def run_jobs(jobs, workers):
     futures = [pool.submit(run_round, *job[:3], **job[3]) for job in jobs]
     try:
         yield from (future.result() for future in futures)
-    finally:  # done, Ctrl-C or a failed round: end the rounds still running or waiting, now
-        for future in futures:
-            future.cancel()
-        for process in (getattr(pool, '_processes', None) or {}).values():
+    except BaseException:  # Ctrl-C or a failed round: end the running rounds now; the pool then
+        for process in (getattr(pool, '_processes', None) or {}).values():  # fails the waiting
             process.terminate()
+        raise
+    finally:
         pool.shutdown()
 
 

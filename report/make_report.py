@@ -103,8 +103,9 @@ def readme_block(results):
             f"thread(s), {variants['wall_seconds'] / 60:.1f} min.", '',
             summary.markdown_table(variants), '',
             'Errors in %, mean ± std over rounds; digit error: misread test digits; s / run: '
-            'training plus test evaluation, one thread. Paired differences (row minus row, '
-            'same rounds, 95 % interval):', '']
+            'training plus test evaluation, one thread; the last column: each row against '
+            'plain, 95 % interval. The contrasts the study is about, paired on the same rounds, '
+            'with intervals Bonferroni-adjusted for the family (a 95 % joint level):', '']
     out += [f'- {line}' for line in summary.contrast_lines(variants)]
     out += ['', 'The paper, with every study, its figures and the tuning behind each setting: '
             '[report/paper.pdf](report/paper.pdf) (source: `report/paper.typ`).', README_END]

@@ -1,7 +1,9 @@
 """Shared by the tests: paths, the project's modules, and a way to run test.py as a user would."""
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 import torch
 
@@ -66,3 +68,25 @@ def run_cli(*args, env=None, timeout=600):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, os.path.join(ROOT, 'test.py'), *args], cwd=ROOT,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def interrupt(command, cwd, after, env=None):
+    """Runs command, sends Ctrl-C (SIGINT) once it prints a line starting with `after`; returns
+    (exit status, stdout, stderr). Hang guards, not timings: a run that never prints such a
+    line, or never ends, is killed and fails the test that asked."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        watchdog = threading.Timer(600, proc.kill)
+        watchdog.start()
+        for line in proc.stdout:
+            if line.startswith(after):
+                break
+        watchdog.cancel()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err

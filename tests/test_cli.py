@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import unittest
 
-from tests.common import PROJECT, cli, entry, prologue, run_cli
+from tests.common import PROJECT, cli, entry, prologue, run_cli, train
 
 from study import provenance
 
@@ -48,7 +48,7 @@ class Results(unittest.TestCase):
         self.assertTrue(data['complete'])
         self.assertEqual(data['study'], 'variants')
         self.assertEqual(data['code']['fingerprint'], provenance.code_fingerprint())
-        self.assertEqual(data['environment']['bf16_kind'], provenance.bf16_kind())
+        self.assertEqual(data['environment']['bf16_kind'], train.bf16_kind())
         for r in data['rows']:
             self.assertEqual(r['summary']['n'], 1)
             self.assertEqual((r['config']['nb_pairs'], r['config']['nb_epochs']), (200, 2))

@@ -12,7 +12,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-from tests.common import DATA_DIR, prologue, rounds, train
+from tests.common import DATA_DIR, prologue, rounds
 
 RAW = prologue.raw_dir(DATA_DIR)
 
@@ -106,6 +106,32 @@ def course_pair_sets(nb):
 def write_gz(path, content):
     with gzip.open(path, 'wb') as f:
         f.write(content)
+
+
+class DataDir(unittest.TestCase):
+    """--data_dir may name the root of mnist/MNIST/raw/, or mnist/, MNIST/ or raw/ itself."""
+
+    def test_every_level_of_the_layout_is_understood(self):
+        root = tempfile.mkdtemp()
+        try:
+            raw = os.path.join(root, 'mnist', 'MNIST', 'raw')
+            os.makedirs(raw)
+            open(os.path.join(raw, 'train-images-idx3-ubyte.gz'), 'w').close()
+            for given in (root, os.path.join(root, 'mnist'), os.path.join(root, 'mnist', 'MNIST'),
+                          raw):
+                with self.subTest(given=given):
+                    self.assertEqual(prologue.raw_dir(given), raw)
+            empty = os.path.join(root, 'elsewhere')  # nothing there: downloads go to the layout
+            self.assertEqual(prologue.raw_dir(empty), os.path.join(empty, 'mnist', 'MNIST', 'raw'))
+        finally:
+            shutil.rmtree(root)
+
+    def test_the_real_files_through_the_raw_folder(self):
+        raw = prologue.raw_dir(DATA_DIR)
+        a = prologue.generate_pair_sets(50, seed=3, data_dir=DATA_DIR, nb_test=50, quiet=True)
+        b = prologue.generate_pair_sets(50, seed=3, data_dir=raw, nb_test=50, quiet=True)
+        for x, y in zip(a, b):
+            self.assertTrue(torch.equal(x, y))
 
 
 class BrokenFiles(unittest.TestCase):

@@ -4,7 +4,7 @@ import unittest
 
 import torch
 
-from tests.common import config, entry, models, rounds, train
+from tests.common import config, entry, models, rounds
 
 
 class WeightSharing(unittest.TestCase):

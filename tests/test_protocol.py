@@ -2,6 +2,7 @@
 
 Every test here was checked by planting the bug it guards against and watching it fail.
 """
+import itertools
 import os
 import shutil
 import tempfile
@@ -10,8 +11,8 @@ from unittest import mock
 
 import torch
 
-from tests.common import (DATA_DIR, MACHINE, config, models, other_test_pairs, prologue,
-                          round_pairs, rounds, runner, train)
+from tests.common import (DATA_DIR, MACHINE, config, entry, models, other_test_pairs,
+                          prologue, round_pairs, rounds, runner, train)
 from tests.test_train import toy_pairs
 
 from study import reproduce
@@ -49,38 +50,57 @@ class Normalization(unittest.TestCase):
         self.assertAlmostEqual(train_std.mean().item(), 0.0, places=5)
 
 
+def every_network():
+    """(name, row overrides) of every kind of network the studies run: each backbone, each head,
+    with and without weight sharing, and each non-Siamese baseline."""
+    kinds = [(f'backbone {b}', dict(backbone=b)) for b in models.BACKBONES]
+    kinds += [(f'head {h}', dict(head=h, aux_weight=1.0)) for h in models.HEADS]  # as studied
+    kinds += [('two branches', dict(share_weights=False))]
+    kinds += [(f'pairnet {k}', dict(net='pairnet', kind=k)) for k in ('fc', 'conv')]
+    return kinds
+
+
 class Evaluation(unittest.TestCase):
+    """For every kind of network: batch norm's running statistics and no dropout at evaluation."""
+
     @classmethod
     def setUpClass(cls):
         torch.manual_seed(0)
         cls.input, cls.target, cls.classes = toy_pairs(200)
-        cls.model = models.SiameseNet(batch_norm=True, dropout=0.5, width=0.5)
-        # A little training, so that the running statistics differ from any batch's.
-        train.train_model(cls.model, cls.input, cls.target, cls.classes, nb_epochs=1,
-                          aux_weight=1.0, mini_batch_size=50)
+        cls.models = []
+        for name, overrides in every_network():
+            model = entry.network(config(**dict(overrides, dropout=0.5, width=0.5)), 0, 0)
+            # A little training, so that the running statistics differ from any batch's.
+            train.train_model(model, cls.input, cls.target, cls.classes, nb_epochs=1,
+                              aux_weight=1.0 if overrides.get('net') != 'pairnet' else 0.0,
+                              mini_batch_size=50)
+            cls.models.append((name, model))
 
     def test_a_pair_prediction_does_not_depend_on_the_rest_of_its_batch(self):
         mixed = self.input.clone()
         mixed[50:] = 3.0  # the other pairs of the batch: blank images of another brightness
-        for tta in (False, True):
-            with self.subTest(tta=tta):
-                a = train.evaluate(self.model, self.input, self.target, self.classes, tta=tta)
-                b = train.evaluate(self.model, mixed, self.target, self.classes, tta=tta)
-                c = train.evaluate(self.model, self.input[:50], self.target[:50], tta=tta,
+        for (name, model), tta in itertools.product(self.models, (False, True)):
+            with self.subTest(network=name, tta=tta):
+                a = train.evaluate(model, self.input, self.target, self.classes, tta=tta)
+                b = train.evaluate(model, mixed, self.target, self.classes, tta=tta)
+                c = train.evaluate(model, self.input[:50], self.target[:50], tta=tta,
                                    mini_batch_size=7)
-                self.assertTrue(torch.equal(a['digit_pred'][:50], b['digit_pred'][:50]))
                 self.assertTrue(torch.equal(a['pair_pred'][:50], b['pair_pred'][:50]))
                 self.assertTrue(torch.equal(a['pair_pred'][:50], c['pair_pred']))
-                again = train.evaluate(self.model, self.input, self.target, self.classes, tta=tta)
-                self.assertTrue(torch.equal(a['digit_pred'], again['digit_pred']))  # no dropout
+                again = train.evaluate(model, self.input, self.target, self.classes, tta=tta)
+                self.assertTrue(torch.equal(a['pair_pred'], again['pair_pred']))  # no dropout
+                if a['digit_pred'] is not None:
+                    self.assertTrue(torch.equal(a['digit_pred'][:50], b['digit_pred'][:50]))
+                    self.assertTrue(torch.equal(a['digit_pred'], again['digit_pred']))
 
     def test_the_model_mode_is_restored(self):
-        for mode in (True, False):
-            self.model.train(mode)
-            train.evaluate(self.model, self.input[:10], self.target[:10])
-            self.assertEqual(self.model.training, mode)
-            self.assertTrue(all(m.training == mode for m in self.model.modules()))
-        self.model.train()
+        for (name, model), mode in itertools.product(self.models, (True, False)):
+            with self.subTest(network=name, mode=mode):
+                model.train(mode)
+                train.evaluate(model, self.input[:10], self.target[:10])
+                self.assertEqual(model.training, mode)
+                self.assertTrue(all(m.training == mode for m in model.modules()))
+                model.train()
 
 
 class Rounds(unittest.TestCase):
@@ -109,6 +129,16 @@ class Rounds(unittest.TestCase):
         self.assertNotEqual(self.other_seed['pairs_digest'], self.ws[0]['pairs_digest'])
         self.assertNotEqual(self.other_seed['init_digest'], self.ws[0]['init_digest'])
 
+    def test_every_network_draws_its_weights_from_the_round(self):
+        for name, overrides in every_network():
+            with self.subTest(network=name):
+                cfg = config(**overrides)
+                weights = lambda seed, k: rounds.digest(
+                    *entry.network(cfg, seed, k).state_dict().values())
+                self.assertEqual(weights(0, 0), weights(0, 0))
+                self.assertNotEqual(weights(0, 0), weights(0, 1))
+                self.assertNotEqual(weights(0, 0), weights(1, 0))
+
     def test_the_digests_are_those_of_the_pairs(self):
         pairs = round_pairs(config('ws', **SHORT), 0, 1)
         self.assertEqual(rounds.digest(*pairs), self.ws[1]['pairs_digest'])
@@ -120,10 +150,12 @@ class TestPairs(unittest.TestCase):
         learning curves read the test pairs for the figure only."""
         helper = other_test_pairs(lambda pairs, real: pairs[:3] + real(12345)[3:])
 
-        for curves in (False, True):
-            with self.subTest(curves=curves):
-                job = runner.Job(config(**dict(SHORT, deskew=True, tta=True, aux_weight=1.0,
-                                                    re_pair=True)), 0, 0, curves=curves)
+        full = dict(SHORT, deskew=True, tta=True, aux_weight=1.0, re_pair=True)
+        cases = [('every setting', full, False), ('every setting, curves', full, True)]
+        cases += [(name, dict(SHORT, **overrides), False) for name, overrides in every_network()]
+        for name, overrides, curves in cases:
+            with self.subTest(name):
+                job = runner.Job(config(**overrides), 0, 0, curves=curves)
                 a = runner.run_one(job, MACHINE)
                 with mock.patch.object(prologue, 'generate_pair_sets', helper):
                     b = runner.run_one(job, MACHINE)

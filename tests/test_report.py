@@ -19,6 +19,8 @@ class Report(unittest.TestCase):
         cls.results = make_report.load_results()
         with open(make_report.README) as f:
             cls.readme = f.read()
+        with open(make_report.STUDY_README) as f:
+            cls.study_readme = f.read()
         with open(make_report.TYP) as f:
             cls.paper = f.read()
 
@@ -33,10 +35,21 @@ class Report(unittest.TestCase):
                                     'produce: rerun those studies, then python report/make_report.py')
 
     def test_readme_blocks_are_regenerated_from_the_results(self):
-        for block in (make_report.readme_block(self.results), make_report.tuning_block(self.results),
-                      make_report.compat_block(self.results)):
-            self.assertIn(block, self.readme, 'a generated block of README.md is stale: run '
-                                              'python report/make_report.py')
+        self.assertIn(make_report.readme_block(self.results), self.readme,
+                      'the generated block of README.md is stale: run python report/make_report.py')
+        for block in (make_report.tuning_block(self.results), make_report.compat_block(self.results)):
+            self.assertIn(block, self.study_readme, 'a generated block of study/README.md is '
+                                                    'stale: run python report/make_report.py')
+
+    def test_the_readme_is_for_a_grader(self):
+        # The first screen says what it is and how to install, run and test; at most 120 lines.
+        self.assertLessEqual(len(self.readme.splitlines()), 120)
+        first = '\n'.join(self.readme.splitlines()[:30])
+        for command in ('pip install -r requirements.txt', 'python test.py',
+                        'python -m unittest discover -s tests'):
+            self.assertIn(command, first)
+        self.assertIn('## Results', self.readme)
+        self.assertIn('study/README.md', self.readme)
 
     def test_derived_numbers_are_regenerated_from_the_results(self):
         with open(make_report.DERIVED) as f:

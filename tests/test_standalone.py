@@ -6,14 +6,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 
-from tests.common import DATA_DIR, ROOT, run_cli
+from tests.common import DATA_DIR, ROOT, interrupt, run_cli
 
 FOUR_FILES = ('test.py', 'dlc_practical_prologue.py', 'models.py', 'train.py')
 
@@ -120,24 +118,10 @@ class FourFilesAlone(unittest.TestCase):
         for workers in ('1', '2'):
             with self.subTest(workers=workers):
                 before = files_of(self.folder)
-                proc = subprocess.Popen(
+                status, out, err = interrupt(
                     [sys.executable, 'test.py', '--quick', '--rounds', '5000', '--workers',
-                     workers, '--data_dir', DATA_DIR], cwd=self.folder, env=self.env,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                try:
-                    # Hang guards, not timings: a run that never prints or never ends fails.
-                    watchdog = threading.Timer(600, proc.kill)
-                    watchdog.start()
-                    for line in proc.stdout:
-                        if line.startswith('row='):
-                            break
-                    watchdog.cancel()
-                    proc.send_signal(signal.SIGINT)
-                    out, err = proc.communicate(timeout=600)
-                finally:
-                    if proc.poll() is None:
-                        proc.kill()
-                self.assertEqual(proc.returncode, 130, err)
+                     workers, '--data_dir', DATA_DIR], self.folder, 'row=', env=self.env)
+                self.assertEqual(status, 130, err)
                 self.assertEqual(err, 'test.py: error: interrupted: the table keeps the rounds '
                                       'that finished\n')
                 self.assertIn('test error %', out)

@@ -8,7 +8,7 @@ import os
 import re
 import unittest
 
-from tests.common import DATA_DIR, ROOT, STUDIES, config, entry, runner, summary, train
+from tests.common import DATA_DIR, ROOT, STUDIES, config, entry, runner, summary
 from study import studies
 
 RESULTS = os.path.join(ROOT, 'report', 'results')
@@ -38,6 +38,22 @@ def mean_sd(values):
     n = len(values)
     mean = sum(values) / n
     return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None)
+
+
+def contrast(rows, c, level=0.95):
+    """n, mean and interval at `level` of a stored contrast, from its rows' runs: a - b for
+    (a, b), (a - b) - (c - d) for the interaction (a, b, c, d); older files name row and vs."""
+    names = c.get('rows') or [c['row'], c['vs']]
+    errors = [{r['round']: r['test_error'] for r in rows[n]['runs'] if r['status'] == 'ok'}
+              for n in names]
+    rounds = sorted(set(errors[0]).intersection(*errors[1:]))
+    signs = (1, -1, -1, 1)
+    diffs = [sum(sign * e[k] for sign, e in zip(signs, errors)) for k in rounds]
+    if len(diffs) < 2:
+        return None
+    mean, sd = mean_sd(diffs)
+    half = t_quantile(level, len(diffs) - 1) * sd / math.sqrt(len(diffs))
+    return len(diffs), mean, mean - half, mean + half
 
 
 def paired(runs, reference, key='test_error'):
@@ -86,10 +102,15 @@ class Check:
             if row['name'] != data['reference']:
                 self.check_paired(row.get('paired_vs_reference'),
                                   paired(row['runs'], by_name[data['reference']]['runs']), what)
-        for c in data.get('contrasts', []):
-            self.check_paired(c['paired'], paired(by_name[c['row']]['runs'],
-                                                  by_name[c['vs']]['runs']),
-                              f"{name}: {c['row']} - {c['vs']}")
+        family = data.get('contrasts', [])
+        for c in family:
+            what = f"{name}: {c.get('text') or c['row'] + ' - ' + c['vs']}"
+            self.check_paired(c['paired'], contrast(by_name, c), what)
+            if c['paired'] and 'ci' in c['paired']:  # adjusted for the family: Bonferroni
+                self.assertEqual(c['paired']['family'], len(family), what)
+                n, mean, low, high = contrast(by_name, c, 1 - 0.05 / len(family))
+                self.assertLessEqual(abs(c['paired']['ci'][0] - low), 1e-6, what)
+                self.assertLessEqual(abs(c['paired']['ci'][1] - high), 1e-6, what)
 
     def check_paired(self, stored, expected, what):
         if expected is None:
@@ -163,10 +184,13 @@ class Readme(unittest.TestCase):
             self.assertIn(cells, self.readme, name)
         def signed(x):  # a figure that rounds to zero carries no minus sign
             return f'{x:+.2f}'.replace('-0.00', '+0.00')
-        for c in variants['contrasts']:
-            n, mean, low, high = paired(rows[c['row']]['runs'], rows[c['vs']]['runs'])
-            self.assertIn(f"{c['row']} - {c['vs']}: {signed(mean)} [{signed(low)}, "
-                          f"{signed(high)}] pp over {n} rounds", self.readme)
+        family = variants['contrasts']
+        for c in family:  # each with the interval the file says it quotes
+            adjusted = 'ci' in c['paired']
+            n, mean, low, high = contrast(rows, c, 1 - 0.05 / len(family) if adjusted else 0.95)
+            text = c.get('text') or f"{c['row']} - {c['vs']}"
+            self.assertIn(f"{text}: {signed(mean)} [{signed(low)}, {signed(high)}] pp over {n} "
+                          f"rounds", self.readme)
 
     def test_the_headline_is_the_declared_confirmation(self):
         confirm = summary.load_json(os.path.join(RESULTS, 'confirm.json'))

@@ -7,7 +7,7 @@ import tempfile
 import unittest
 from unittest import mock
 
-from tests.common import ROOT, summary
+from tests.common import ROOT, summary, train
 
 from study import provenance
 
@@ -61,6 +61,37 @@ class Statistics(unittest.TestCase):
         self.assertEqual((s['test_error']['mean'], s['test_error']['min'], s['test_error']['max']),
                          (2.0, 1.0, 3.0))
         self.assertNotIn('test_digit_error', s)
+
+
+class FourFilesStatistics(unittest.TestCase):
+    """test.py's table (train.py, no package) gives the package's figures: t quantiles, and the
+    family's contrasts with their Bonferroni-adjusted intervals."""
+
+    def test_t_quantiles_agree(self):
+        for df in (1, 2, 9, 39, 99):
+            for level in (0.95, 0.99, 1 - 0.05 / 8):
+                self.assertAlmostEqual(train.t_quantile(level, df), summary.t_quantile(level, df),
+                                       places=4, msg=(df, level))
+
+    def test_contrasts_agree_and_are_adjusted(self):
+        errors = {'a': [5.0, 6.1, 4.9, 5.5], 'b': [4.0, 5.2, 4.4, 4.1], 'c': [3.0, 2.5, 3.3, 2.0],
+                  'd': [2.0, 2.2, 1.1, 1.9]}
+        by_row = {name: [dict(run, name=name) for run in runs(values)]
+                  for name, values in errors.items()}
+        family = [('b', 'a'), ('c', 'a'), ('d', 'c', 'b', 'a')]
+        package = summary.contrasts(by_row, family)
+        for names, entry in zip(family, package):
+            text, mean, ci = train.contrast(by_row, names, len(family))
+            self.assertEqual(text, entry['text'])
+            self.assertAlmostEqual(mean, entry['paired']['mean'])
+            for x, y in zip(ci, entry['paired']['ci']):
+                self.assertAlmostEqual(x, y, places=6)
+            # Adjusted for three contrasts: wider than the plain 95 % interval.
+            self.assertLess(ci[0], entry['paired']['ci95'][0])
+            self.assertEqual(entry['paired']['family'], 3)
+        # The interaction by hand: (d - c) - (b - a), round by round.
+        diffs = [(d - c) - (b - a) for a, b, c, d in zip(*errors.values())]
+        self.assertAlmostEqual(package[2]['paired']['mean'], sum(diffs) / 4)
 
 
 class Table(unittest.TestCase):
@@ -132,6 +163,20 @@ class Fingerprint(unittest.TestCase):
                 with open(os.path.join(copy, name), 'a') as f:
                     f.write('\nCHANGED = 1\n')
             self.assertEqual(provenance.code_fingerprint(copy), provenance.code_fingerprint(ROOT))
+            # test.py's round (its seeds, network and run_round) counts, the rest of it not.
+            path = os.path.join(copy, 'test.py')
+            with open(path) as f:
+                source = f.read()
+            for old, new in (("'weights'", "'weight'"), ("round_index % 4", "round_index % 3"),
+                             ("models.SiameseNet(config['share_weights']",
+                              "models.SiameseNet(not config['share_weights']")):
+                self.assertIn(old, source)
+                with open(path, 'w') as f:
+                    f.write(source.replace(old, new))
+                self.assertNotEqual(provenance.code_fingerprint(copy),
+                                    provenance.code_fingerprint(ROOT), new)
+            with open(path, 'w') as f:
+                f.write(source)
             for name in provenance.ROUND_CODE:
                 with open(os.path.join(copy, name)) as f:
                     source = f.read()

@@ -1,6 +1,5 @@
 """Worker processes: a failure in one ends the run in one line, none outlives its study, and
 Ctrl-C keeps the finished rounds."""
-import json
 import os
 import shutil
 import signal
@@ -10,7 +9,7 @@ import tempfile
 import threading
 import unittest
 
-from tests.common import ROOT
+from tests.common import ROOT, interrupt
 
 
 class Workers(unittest.TestCase):
@@ -163,23 +162,9 @@ class Interrupt(unittest.TestCase):
             shutil.rmtree(folder)
 
     def interrupt(self, root, *args):
-        proc = subprocess.Popen([sys.executable, os.path.join(root, 'test.py'), *args,
-                                 '--threads', '1'], cwd=root, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            # Hang guards, not timings: a study that never prints, or never ends, fails the test.
-            watchdog = threading.Timer(600, proc.kill)
-            watchdog.start()
-            for line in proc.stdout:
-                if line.startswith('run study='):
-                    break
-            watchdog.cancel()
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        self.assertEqual(proc.returncode, 130, err)
+        status, out, err = interrupt([sys.executable, os.path.join(root, 'test.py'), *args,
+                                      '--threads', '1'], root, 'run study=')
+        self.assertEqual(status, 130, err)
         self.assertNotIn('Traceback', err)
         self.assertIn('interrupted', err)
         self.assertIn('test error %', out)
