@@ -13,8 +13,9 @@ from study import tuning
 # The numbers of training pairs of the data_size study.
 SIZES = (250, 500, 1000, 2000, 4000, 8000)
 # The headline of the README and the paper, declared before it ran: the confirm study (the best
-# model alone) on a seed no run had used, its mean ± std and standard error as they come.
-HEADLINE = dict(study='confirm', seed=20261201, rounds=100)
+# model alone) on a seed no run had used, its mean ± std and standard error as they come. Declared
+# anew after the tuning study of TUNING changed the best model (the earlier one: seed 20261201).
+HEADLINE = dict(study='confirm', seed=20261204, rounds=100)
 # The tuning study behind BEST and FAST, declared with the rule (study/tuning.py) and its
 # candidates before it ran, on a seed no run had used. Earlier validation runs on seed 0 shaped
 # the candidate list; this run alone decides the choice.

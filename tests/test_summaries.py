@@ -192,6 +192,16 @@ class Readme(unittest.TestCase):
             self.assertIn(f"{text}: {signed(mean)} [{signed(low)}, {signed(high)}] pp over {n} "
                           f"rounds", self.readme)
 
+    def test_the_tuning_is_the_declared_one(self):
+        tuning = summary.load_json(os.path.join(RESULTS, 'tuning.json'))
+        declared = studies.TUNING
+        self.assertEqual((tuning['study'], tuning['settings']['seed'], tuning['settings']['rounds']),
+                         (declared['study'], declared['seed'], declared['rounds']))
+        self.assertTrue(tuning['complete'])
+        self.assertEqual(tuning['evaluated_on'], 'held-out training pairs')
+        self.assertEqual([r['name'] for r in tuning['rows']],
+                         [r['name'] for r in STUDIES['tuning'].rows])
+
     def test_the_headline_is_the_declared_confirmation(self):
         confirm = summary.load_json(os.path.join(RESULTS, 'confirm.json'))
         declared = studies.HEADLINE
