@@ -94,7 +94,7 @@ def readme_block(results):
         out += [f"**The best model: {error['mean']:.2f} % mean test error over {best['n']} "
                 f"rounds (± {error['std']:.2f} std, standard error of the mean {se:.2f})**, "
                 f"with {best['test_digit_error']['mean']:.2f} % of the test digits misread: "
-                f"`{confirm['command']}`, declared in the README before it ran (seed "
+                f"`{confirm['command']}`, declared in `study/studies.py` before it ran (seed "
                 f"{confirm['settings']['seed']}, never used before).", '']
     out += [f"The default study, `python test.py` (`{variants['command']}`): "
             f"{variants['settings']['rounds']} rounds per row, seed {variants['settings']['seed']}, "

@@ -1,6 +1,6 @@
 """The paper's figures, drawn with matplotlib from the results files (make_report.py calls them).
 No titles: the paper's captions say what each figure shows."""
-from study.summary import mean_std  # make_report.py puts the project on the path
+from study.summary import mean_std, run_seconds  # make_report.py puts the project on the path
 
 # One color per row kind, the same in every figure.
 COLORS = {'plain': '#888888', 'ws': '#1f77b4', 'aux': '#ff7f0e', 'ws+aux': '#2ca02c',
@@ -91,8 +91,7 @@ def tradeoff(plt, results):
     fig, ax = plt.subplots(figsize=(2 * COLUMN, 2.4))
     names = [n for n in ('variants', 'baselines', 'backbones', 'heads', 'fast') if n in results]
     for k, name in enumerate(names):
-        points = [(r['summary']['seconds']['mean'] + r['summary']['eval_seconds']['mean'],
-                   r['summary']['test_error']['mean']) for r in results[name]['rows']
+        points = [(run_seconds(r['summary']), r['summary']['test_error']['mean']) for r in results[name]['rows']
                   if r['summary']['n']]
         ax.scatter(*zip(*points), s=12, alpha=0.8, color=f'C{k}', label=name)
     ax.set_xscale('log')

@@ -104,8 +104,9 @@ def further(row, p):
               'model', [row('ws', 'ws: the MLP head, pair loss only'),
                         row('ws-posterior', 'ws with the posterior head, pair loss only',
                             head='posterior'),
-                        row('pair-loss-only', 'the best model without any digit label',
-                            **dict(p.BEST, aux_weight=0.0)),
+                        # Re-pairing reads the digit labels too: off with the digit loss.
+                        row('pair-loss-only', 'the best model without any digit label (no digit '
+                            'loss, no re-pairing)', **dict(p.BEST, aux_weight=0.0, re_pair=False)),
                         row('with-digit-loss', 'the best model', **p.BEST)], 'with-digit-loss',
               contrasts=(('ws-posterior', 'ws'), ('pair-loss-only', 'with-digit-loss'))),
         Study('tuning', 'validation scores behind every choice (held-out training pairs, no '

@@ -79,6 +79,15 @@ def given_cost(row):
     return row['cost']
 
 
+class EveryRowRuns(unittest.TestCase):
+    def test_no_row_asks_for_what_training_refuses(self):
+        # Re-pairing reads the digit labels: train_model refuses it without the digit loss.
+        for study in STUDIES.values():
+            for r in study.rows:
+                with self.subTest(study=study.name, row=r['name']):
+                    self.assertFalse(r['re_pair'] and r['aux_weight'] <= 0)
+
+
 class Rule(unittest.TestCase):
     """The rule on small results files whose answer is known."""
 
