@@ -218,6 +218,8 @@ def downsampled(split='train', data_dir=None, quiet=False):
 
 def mnist_to_pairs(nb, input, target, generator=None):
     """Draws 2*nb distinct images and pairs them; target is 1 when the first digit is <= the second."""
+    # torch before 1.5 refuses generator=None; its default generator is the same draw.
+    generator = torch.default_generator if generator is None else generator
     a = torch.randperm(input.size(0), generator=generator)[:2 * nb].view(nb, 2)
     input = torch.cat((input[a[:, 0]], input[a[:, 1]]), 1)
     classes = target[a]

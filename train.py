@@ -147,6 +147,7 @@ def shift_images(input, max_shift, generator=None, shifts=None):
 def draw_new_pairs(input, classes, generator=None):
     """Draws a new random pairing of the training digits, with targets from their classes."""
     images, digits = input.reshape(-1, 1, *input.shape[2:]), classes.reshape(-1)
+    generator = torch.default_generator if generator is None else generator  # torch 1.4 needs one
     order = torch.randperm(digits.numel(), generator=generator).to(input.device)
     input, classes = images[order].view(input.shape), digits[order].view(classes.shape)
     return input, (classes[:, 0] <= classes[:, 1]).long(), classes
@@ -178,6 +179,8 @@ def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
     """
     if re_pair and aux_weight <= 0:
         raise ValueError('re_pair uses the digit classes: it needs aux_weight > 0')
+    # torch before 1.5 refuses generator=None in randperm; its default generator is the same draw.
+    generator = torch.default_generator if generator is None else generator
     device = next(model.parameters()).device
     nb_batches = math.ceil(train_input.size(0) / mini_batch_size)
     fused = dict(fused=True) if fused_adamw(device.type) else {}

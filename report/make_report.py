@@ -70,13 +70,78 @@ def check_code(results):
 # What typst cannot compute from the results files itself.
 
 def derived(results):
-    """The tuning rule's choices, with every candidate's rank, for the paper."""
+    """What the paper needs and typst cannot compute: the tuning rule's choices with every
+    candidate's rank, each study's family of contrasts, every network's layers, each row's cost."""
     data = results['tuning']
     chosen = tuning.choices(data)
     beaten = tuning.beaten_by([r for r in data['rows'] if r['summary']['n'] >= 2])
     return dict(tuning=dict(best=chosen['best'], fast=chosen['fast'], budget=chosen['budget'],
                             budget_row=tuning.BUDGET_ROW,
-                            beaten={name: len(by) for name, by in beaten.items()}))
+                            beaten={name: len(by) for name, by in beaten.items()}),
+                contrasts=family_contrasts(results), networks=networks(results),
+                macs={name: {r['name']: round(tuning.cost(r), 3) for r in data['rows']}
+                      for name, data in results.items() if data.get('rows')})
+
+
+def family_contrasts(results):
+    """{study: its family of contrasts}, computed from the committed runs with the family that
+    study/studies.py gives it now and the intervals Bonferroni-adjusted for it: the same
+    numbers as a results file's own `contrasts` where it records them (files of older code
+    record their family without the adjusted intervals)."""
+    registry = studies.registry()
+    return {name: summary.contrasts({r['name']: r['runs'] for r in data['rows']},
+                                    registry[data['study']].contrasts)
+            for name, data in results.items() if data.get('rows') and data['study'] in registry}
+
+
+def layers(module):
+    """A network's layers in words, in order: 'conv 3×3, 16 · max-pool 2×2 · linear 10'; a
+    residual block as '[conv 3×3, 16 · conv 3×3, 16] + x'. Batch norm, ReLU and dropout are
+    left out (the table's caption says where they are)."""
+    import torch.nn as nn  # the report's own tooling; the networks themselves come from models.py
+
+    def words(m):
+        if type(m).__name__ == 'ResidualBlock':
+            return ['[' + ' · '.join(w for c in m.children() for w in words(c)) + '] + x']
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0]
+            return [f'conv {k}×{k}, {m.out_channels}' + (', stride 2' if m.stride[0] == 2 else '')]
+        if isinstance(m, nn.Linear):
+            return [f'linear {m.out_features}']
+        if isinstance(m, nn.MaxPool2d):
+            return ['max-pool 2×2']
+        if isinstance(m, nn.AdaptiveMaxPool2d):
+            return ['max-pool to 3×3']
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            return ['global average pool']
+        return [w for c in m.children() for w in words(c)]
+    return ' · '.join(words(module))
+
+
+def networks(results):
+    """Every network the tables name, from the rows' own configs: its layers and parameters.
+    Digit branches (one branch, as the studies build it), heads, and the two-channel baselines."""
+    import test  # the project's test.py builds each row's network
+    import models
+    found = {}
+
+    def add(key, module, config):
+        found[key] = dict(layers=layers(module), parameters=models.nb_parameters(module),
+                          batch_norm=config.get('batch_norm'))
+
+    for row in results['backbones']['rows']:
+        backbone, variant = row['name'].split('/')
+        if variant == 'ws+aux':
+            add('branch/' + backbone, test.network(row['config'], 0, 0).branch_a, row['config'])
+    for name in ('plain-small', 'best'):
+        row = summary.rows_by_name(results['variants'])[name]
+        add('branch/' + name, test.network(row['config'], 0, 0).branch_a, row['config'])
+    for row in results['heads']['rows']:
+        add('head/' + row['name'], test.network(row['config'], 0, 0).head, row['config'])
+    for row in results['baselines']['rows']:
+        if row['config']['net'] == 'pairnet':
+            add('pairnet/' + row['name'], test.network(row['config'], 0, 0), row['config'])
+    return found
 
 
 ######################################################################
@@ -147,8 +212,10 @@ def compat_block(results):
                                 COMPAT_END])
     out += [f"`{compat['command']}` on {compat['environment']['cpu']}: a fresh virtual environment "
             f"per pair with nothing but `pip install torch==VERSION`, then `python test.py --quick "
-            f"--seed 7` and `python test.py --reproduce --rounds 2`.", '',
-            '| Python | torch | `--quick` | speed paths that ran | `--reproduce --rounds 2` |',
+            f"--seed 7`, then the numbers against the committed ones: `python test.py --reproduce "
+            f"--rounds 2` (10 rounds below torch 1.8; on Python 3.6, where the study package does "
+            f"not run, 10 rounds of the four files alone, paired with the committed rounds).", '',
+            '| Python | torch | `--quick` | speed paths that ran | against the committed rounds |',
             '| --- | --- | --- | --- | --- |']
     for pair in compat['pairs']:
         paths = pair.get('speed_paths') or {}
@@ -158,6 +225,8 @@ def compat_block(results):
         quick = ('runs' if pair['quick'].get('exit') == 0 else f"fails: {pair.get('error')}"
                  ) if 'quick' in pair else f"not run: {pair.get('error')}"
         verdict = (pair.get('reproduce') or {}).get('verdict') or '-'
+        if pair.get('reproduce_rounds'):
+            verdict += f" ({pair['reproduce_rounds']} rounds)"
         out.append(f"| {pair.get('python_full', pair['python'])} | "
                    f"{pair.get('torch_full', pair['torch'])} | {quick} | {ran or 'none'} | "
                    f"{verdict.replace('verdict: ', '')} |")
@@ -204,8 +273,9 @@ def make_figures(results):
 
 
 def compile_pdf(source_path=TYP, pdf_path=PDF):
-    """Compiles with typst's own fonts only (the same PDF on any machine); returns the number
-    of the page where the main text ends, or None without the typst package."""
+    """Compiles with typst's own fonts only (the same PDF on any machine); returns where the
+    main text ends (page, and x and y in points from the page's top left corner), or None
+    without the typst package."""
     try:
         import typst
     except ImportError:
@@ -240,7 +310,7 @@ def main():
               file=sys.stderr)
         return 1
     print('typst is not installed (pip install -r report/requirements.txt): kept report/paper.pdf'
-          if pages is None else f'wrote report/paper.pdf (main text: pages 1-{pages})')
+          if pages is None else f"wrote report/paper.pdf (main text: pages 1-{pages['page']})")
     return 0
 
 

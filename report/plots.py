@@ -4,8 +4,14 @@ from study.summary import mean_std, run_seconds  # make_report.py puts the proje
 
 # One color per row kind, the same in every figure.
 COLORS = {'plain': '#888888', 'ws': '#1f77b4', 'aux': '#ff7f0e', 'ws+aux': '#2ca02c',
-          'ws+aux+re-pair': '#9467bd', 'best': '#d62728'}
+          'plain-small': '#8c564b', 'ws+aux+re-pair': '#9467bd', 'best': '#d62728'}
 COLUMN = 3.4  # inches: one column of the paper
+# The paper's names for the rows drawn.
+LABELS = {'plain': 'plain', 'ws': 'WS', 'aux': 'aux', 'ws+aux': 'WS+aux',
+          'plain-small': 'plain, half width', 'ws+aux+re-pair': 'WS+aux, re-paired',
+          'best': 'best model'}
+STUDY_LABELS = {'variants': 'the default study', 'baselines': 'two-channel baselines',
+                'backbones': 'five digit branches', 'heads': 'four heads', 'fast': 'fast model'}
 
 
 def ok_runs(row):
@@ -22,7 +28,7 @@ def log_ticks(axis, values):
 
 def curves(plt, results):
     """Training and test error after every epoch, mean ± std over rounds."""
-    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.1), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.1))
     for row in results['curves']['rows']:
         for ax, key in zip(axes, ('train_error', 'test_error')):
             series = [r['curve'][key] for r in ok_runs(row)]
@@ -30,40 +36,72 @@ def curves(plt, results):
             mean, std = zip(*(mean_std(values) for values in zip(*series)))
             std = [s or 0 for s in std]
             color = COLORS[row['name']]
-            ax.plot(epochs, mean, label=row['name'], color=color, lw=1.2)
+            ax.plot(epochs, mean, label=LABELS[row['name']], color=color, lw=1.2)
             ax.fill_between(epochs, [m - s for m, s in zip(mean, std)],
                             [m + s for m, s in zip(mean, std)], alpha=0.2, color=color, lw=0)
-            ax.set_xlabel('epoch')
-            ax.grid(alpha=0.3)
-    axes[0].set_ylabel('training pairs: error (%)')
-    axes[1].set_ylabel('test pairs: error (%)')
+    for ax in axes:
+        ax.set_xlabel('epoch')
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel('training error (%), log scale')
     axes[0].set_yscale('log')
     log_ticks(axes[0].yaxis, [0.1, 0.3, 1, 3, 10, 30])
     axes[0].set_ylim(0.1, 50)
-    axes[1].legend(ncol=2, fontsize=7)
-    fig.tight_layout()
+    axes[1].set_ylabel('test error (%)')
+    axes[1].set_ylim(0, 40)
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='upper center', ncol=len(labels), fontsize=7, frameon=False)
     return fig
 
 
 def data_size(plt, results):
     """Test error against the number of training pairs, mean ± std over rounds."""
     rows = results['data_size']['rows']
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.3))
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.5))
     kinds = list(dict.fromkeys(r['name'].split('/', 1)[1] for r in rows))
     for kind in kinds:
         points = sorted((r['config']['nb_pairs'], r['summary']['test_error']) for r in rows
                         if r['name'].split('/', 1)[1] == kind and r['summary']['n'])
         ax.errorbar([n for n, _ in points], [s['mean'] for _, s in points],
                     yerr=[s['std'] or 0 for _, s in points], marker='o', ms=3, capsize=2,
-                    lw=1, label=kind, color=COLORS[kind])
+                    lw=1, label=LABELS[kind], color=COLORS[kind])
     ax.set_xscale('log')
     ax.set_yscale('log')
     log_ticks(ax.xaxis, sorted({r['config']['nb_pairs'] for r in rows}))
-    log_ticks(ax.yaxis, [0.5, 1, 2, 5, 10, 20])
-    ax.set_xlabel('training pairs')
-    ax.set_ylabel('test error (%)')
+    log_ticks(ax.yaxis, [1, 2, 5, 10, 20])
+    ax.set_xlabel('training pairs (log scale)')
+    ax.set_ylabel('test error (%), log scale')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # Above the axes, off the data.
+    ax.legend(fontsize=7, ncol=3, loc='lower center', bbox_to_anchor=(0.5, 1.0), frameon=False,
+              columnspacing=1.0, handletextpad=0.4)
+    fig.tight_layout()
+    return fig
+
+
+def rounds(plt, results):
+    """Every round's test error of the default study's rows; a grey line joins the four variants
+    of one round (the same pairs), so the pairing behind each difference is seen."""
+    study = results['variants']
+    names = [r['name'] for r in study['rows']]
+    errors = {r['name']: {run['round']: run['test_error'] for run in ok_runs(r)}
+              for r in study['rows']}
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.4))
+    four = [n for n in ('plain', 'ws', 'aux', 'ws+aux') if n in errors]
+    for round_index in sorted(errors[four[0]]):
+        ax.plot([names.index(n) for n in four], [errors[n].get(round_index) for n in four],
+                color='#bbbbbb', lw=0.5, zorder=1)
+    for k, name in enumerate(names):
+        values = [errors[name][i] for i in sorted(errors[name])]
+        offsets = [(i % 5 - 2) * 0.06 for i in range(len(values))]  # spread equal values apart
+        ax.scatter([k + o for o in offsets], values, s=9, color=COLORS.get(name, 'k'), zorder=2)
+        mean = sum(values) / len(values)
+        ax.plot([k - 0.28, k + 0.28], [mean, mean], color='k', lw=1.0, zorder=3)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([LABELS[n] for n in names], rotation=30, ha='right', fontsize=7)
+    ax.set_ylabel('test error (%)')
+    ax.set_ylim(0, None)
+    ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -87,24 +125,30 @@ def mistakes(plt, results):
 
 
 def tradeoff(plt, results):
-    """Test error against seconds per run, every model scored on test pairs."""
-    fig, ax = plt.subplots(figsize=(2 * COLUMN, 2.4))
-    names = [n for n in ('variants', 'baselines', 'backbones', 'heads', 'fast') if n in results]
-    for k, name in enumerate(names):
-        points = [(run_seconds(r['summary']), r['summary']['test_error']['mean']) for r in results[name]['rows']
-                  if r['summary']['n']]
-        ax.scatter(*zip(*points), s=12, alpha=0.8, color=f'C{k}', label=name)
+    """Test error against the cost of a run (multiply-accumulates, a count that no timing noise
+    moves), every model scored on test pairs."""
+    from study import tuning
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.6))
+    studies = [n for n in ('variants', 'baselines', 'backbones', 'heads', 'fast') if n in results]
+    for k, name in enumerate(studies):
+        points = [(tuning.cost(r) / 1e3, r['summary']['test_error']['mean'])
+                  for r in results[name]['rows'] if r['summary']['n']]
+        ax.scatter(*zip(*points), s=12, alpha=0.8, color=f'C{k}', label=STUDY_LABELS[name],
+                   marker='os^Dv'[k])
     ax.set_xscale('log')
     ax.set_yscale('log')
+    log_ticks(ax.xaxis, [3, 10, 30, 100, 300])
     log_ticks(ax.yaxis, [1, 2, 5, 10, 20])
-    ax.set_xlabel('seconds per run (training and test evaluation, one thread)')
-    ax.set_ylabel('test error (%)')
+    ax.set_xlabel('cost of one run: billions of MACs (log scale)')
+    ax.set_ylabel('test error (%), log scale')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=len(names))
+    ax.legend(fontsize=7, ncol=3, loc='lower center', bbox_to_anchor=(0.5, 1.0), frameon=False,
+              columnspacing=0.8, handletextpad=0.2)
     fig.tight_layout()
     return fig
 
 
 # name: (the results files it needs, the function that draws it)
 FIGURES = {'curves': (['curves'], curves), 'data_size': (['data_size'], data_size),
-           'mistakes': (['variants'], mistakes), 'tradeoff': (['variants'], tradeoff)}
+           'mistakes': (['variants'], mistakes), 'rounds': (['variants'], rounds),
+           'tradeoff': (['variants'], tradeoff)}

@@ -25,14 +25,18 @@ ROUND_DEFINITIONS = ('test.py', ('seed_for', 'network', 'run_round'))
 # those fingerprints are current. Keyed by the current fingerprint, so any change to the round
 # code drops the entry until it is checked again.
 SAME_NUMBERS = {
-    '006751956a5b': {
-        '88abac5d8449': 'round 0 of every row of every committed study (variants, baselines, '
+    '7926e8330723': {
+        '006751956a5b': 'round 0 of every row of every committed study (variants, baselines, '
                         'backbones, heads, aux_weight, regularization, curves, data_size, '
-                        'no_digit_labels, tuning, confirm, fast: 122 runs) rerun with the new '
-                        'code on the machine of the committed results (AMD EPYC, avx2 fma, torch '
-                        '2.13.0+cpu, one thread per run): every recorded figure identical (errors, '
-                        'final loss, pair and weight digests, curves, mistakes), times aside; '
-                        '2026-12-03',
+                        'no_digit_labels, fast, confirm, tuning: 126 runs, each with its '
+                        'study\'s seed) run with both codes on one machine (Intel Xeon with AMX, '
+                        'bf16 autocast on, torch 2.13.0+cpu, one thread per run): every recorded '
+                        'figure identical (errors, final loss, pair and weight digests, curves, '
+                        'mistakes), times aside. The change: torch\'s default generator where '
+                        'none is given (torch 1.4 refuses generator=None); 2026-12-03',
+        '88abac5d8449': 'identical to 006751956a5b, round 0 of every row of every study (122 '
+                        'runs) on the machine of the committed results (AMD EPYC, avx2 fma, '
+                        'torch 2.13.0+cpu), times aside; 2026-12-03',
     },
 }
 

@@ -14,7 +14,8 @@ from study import runner, studies, summary
 # A row is consistent when its interval at this joint level, split over the rows compared
 # (Bonferroni), contains zero: a correct installation fails this check about once in a hundred.
 JOINT_LEVEL = 0.99
-# A row with fewer than two paired rounds elsewhere: no interval, so no verdict either way.
+# A row with fewer than two paired rounds elsewhere, or whose differences all came out equal
+# (not zero): no interval worth the name, so no verdict either way.
 TOO_FEW = 'too few rounds to judge'
 # Figures that may differ between identical runs: wall-clock times.
 TIMES = ('seconds', 'eval_seconds', 'cpu_seconds')
@@ -77,7 +78,9 @@ def verdict(elsewhere, new, same, diverged, joint):
         return 'identical' if same == len(new) else 'NOT identical'
     if diverged:
         return f'NOT consistent ({diverged} round(s) diverged)'
-    if joint is None:
+    # Differences that all came out equal but not zero (two rounds of 1000 test pairs, each
+    # +0.1, say) have no spread to judge by: an interval of width zero says nothing of noise.
+    if joint is None or (joint[1] - joint[0] < 1e-9 and abs(joint[0]) >= 1e-9):
         return TOO_FEW
     return 'consistent' if joint[0] <= 0 <= joint[1] else 'NOT consistent'
 
@@ -142,7 +145,8 @@ def report(data, rerun):
         lines.append('verdict: NOT reproduced: the rerun was interrupted')
     elif few and not bad:
         lines.append(f"verdict: too few rounds to judge ({', '.join(few)}): on another machine "
-                     f"or torch a row needs two rounds or more (--rounds 2)")
+                     f"or torch a row needs two rounds or more, whose differences are not all "
+                     f"equal (--rounds 10, say)")
     elif bad:
         how = 'disagree or could not be judged' if comparison['elsewhere'] else 'are not identical'
         lines.append(f"verdict: NOT reproduced: {', '.join(bad)} {how}")

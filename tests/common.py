@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import threading
+from unittest import mock
 
 import torch
 
@@ -56,6 +57,18 @@ def other_test_pairs(change):
         pairs = real(nb, generator=generator, seed=seed, data_dir=data_dir, nb_test=nb_test)
         return change(pairs, lambda s: real(nb, seed=s, data_dir=data_dir, nb_test=nb_test))
     return helper
+
+
+def torch_1_4_randperm():
+    """A patch of torch.randperm that refuses generator=None, as torch 1.4 does (its message)."""
+    real = torch.randperm
+
+    def randperm(*args, **kwargs):
+        if 'generator' in kwargs and kwargs['generator'] is None:
+            raise TypeError('randperm() received an invalid combination of arguments - got '
+                            '(int, generator=NoneType)')
+        return real(*args, **kwargs)
+    return mock.patch('torch.randperm', randperm)
 
 
 def config(name='t', **overrides):

@@ -12,7 +12,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-from tests.common import DATA_DIR, prologue, rounds
+from tests.common import DATA_DIR, prologue, rounds, torch_1_4_randperm
 
 RAW = prologue.raw_dir(DATA_DIR)
 
@@ -75,6 +75,16 @@ class CourseContract(unittest.TestCase):
         torch.manual_seed(0)
         first = prologue.generate_pair_sets(50)
         self.assertFalse(torch.equal(first[0], ours[0]))  # seeds 0 and 1 differ
+
+    def test_the_global_generator_where_torch_1_4_refuses_none(self):
+        # torch 1.4's randperm refuses generator=None: the course call must still draw, the same
+        # pairs as from the global generator.
+        torch.manual_seed(3)
+        expected = prologue.generate_pair_sets(50)
+        torch.manual_seed(3)
+        with torch_1_4_randperm():
+            found = prologue.generate_pair_sets(50)
+        self.assertTrue(all(torch.equal(a, b) for a, b in zip(found, expected)))
 
     def test_seed_gives_same_pairs_and_other_seed_other_pairs(self):
         a = prologue.generate_pair_sets(100, seed=5)

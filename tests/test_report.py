@@ -75,15 +75,19 @@ class Report(unittest.TestCase):
         folder = tempfile.mkdtemp()
         try:
             pdf = os.path.join(folder, 'paper.pdf')
-            pages = make_report.compile_pdf(make_report.TYP, pdf)
-            self.assertIsNotNone(pages, 'the typst package is missing: pip install -r '
+            end = make_report.compile_pdf(make_report.TYP, pdf)
+            self.assertIsNotNone(end, 'the typst package is missing: pip install -r '
                                         'report/requirements.txt')
             with open(pdf, 'rb') as a, open(make_report.PDF, 'rb') as b:
                 self.assertTrue(a.read() == b.read(), 'report/paper.pdf is stale: run '
                                                       'python report/make_report.py')
         finally:
             shutil.rmtree(folder)
-        self.assertEqual(pages, 3, 'the main text must end on page 3')
+        # The main text fills three pages: it ends on page 3, in its right column (A4 is 595
+        # points wide), below the middle of the page (842 points high).
+        self.assertEqual(end['page'], 3, 'the main text must end on page 3')
+        self.assertGreater(end['x'], 595 / 2, 'the main text must fill page 3: it ends in its left column')
+        self.assertGreater(end['y'], 842 / 2, 'the main text must fill page 3: it ends above its middle')
 
     def test_figures_referenced_exist(self):
         names = re.findall(r'image\("(figures/[^"]+)"', self.paper)

@@ -103,6 +103,23 @@ class Reproduce(unittest.TestCase):
         self.assertEqual(done.returncode, 1, done.stdout)
         self.assertIn('NOT consistent (2 round(s) diverged)', done.stdout)
 
+    def test_elsewhere_differences_without_spread_are_too_few_to_judge(self):
+        # Two rounds elsewhere that each come out one test pair worse (+1/300 here): their
+        # interval has width zero, which says nothing about noise, so no verdict either way.
+        committed = json.loads(json.dumps(self.data))
+        rerun = json.loads(json.dumps(self.data))
+        elsewhere(rerun)
+        for row in rerun['rows']:
+            row['runs'] = row['runs'][:2]
+            for run in row['runs']:
+                run['test_error'] += 100 / 300
+        rows = reproduce.compare(committed, rerun)['rows']
+        self.assertEqual([r['verdict'] for r in rows], [reproduce.TOO_FEW] * len(rows))
+        for run in rerun['rows'][0]['runs'][:1]:  # some spread: a verdict again
+            run['test_error'] += 100 / 300
+        self.assertTrue(reproduce.compare(committed, rerun)['rows'][0]['verdict']
+                        .endswith('consistent'))
+
     def test_recorded_settings_are_not_overridden(self):
         done = run_cli('--reproduce', self.path, '--epochs', '3')
         self.assertEqual(done.returncode, 2)

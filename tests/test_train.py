@@ -1,9 +1,10 @@
 """The training loop and the evaluation function."""
+import contextlib
 import unittest
 
 import torch
 
-from tests.common import MACHINE, config, models, runner, train
+from tests.common import MACHINE, config, models, runner, torch_1_4_randperm, train
 
 
 def toy_pairs(n, seed=0):
@@ -42,6 +43,18 @@ class Loop(unittest.TestCase):
             losses = train.train_model(model, input, target, classes, nb_epochs=2,
                                        mini_batch_size=5)
             self.assertEqual(len(losses), 2)
+
+    def test_no_generator_where_torch_1_4_refuses_none(self):
+        # The course's loop passes no generator; torch 1.4's randperm refuses generator=None.
+        input, target, classes = toy_pairs(40)
+        losses = {}
+        for patched in (False, True):
+            torch.manual_seed(0)
+            model = models.SiameseNet()
+            with torch_1_4_randperm() if patched else contextlib.nullcontext():
+                losses[patched] = train.train_model(model, input, target, classes, nb_epochs=2,
+                                                    aux_weight=1.0, re_pair=True, shift=1)
+        self.assertEqual(losses[True], losses[False])
 
     def test_re_pair_needs_the_digit_loss(self):
         input, target, classes = toy_pairs(10)
