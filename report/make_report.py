@@ -166,11 +166,11 @@ def readme_block(results):
             f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores), "
             f"{variants['settings']['workers']} worker(s) x {variants['settings']['threads']} "
             f"thread(s), {variants['wall_seconds'] / 60:.1f} min.", '',
-            summary.markdown_table(variants), '',
+            summary.markdown_table(variants, versus=False), '',
             'Errors in %, mean ± std over rounds; digit error: misread test digits; s / run: '
-            'training plus test evaluation, one thread; the last column: each row against '
-            'plain, 95 % interval. The contrasts the study is about, paired on the same rounds, '
-            'with intervals Bonferroni-adjusted for the family (a 95 % joint level):', '']
+            'training plus test evaluation, one thread. The contrasts the study is about, '
+            'paired on the same rounds, with intervals Bonferroni-adjusted for the family (a 95 % '
+            'joint level):', '']
     out += [f'- {line}' for line in summary.contrast_lines(variants)]
     out += ['', 'The paper, with every study, its figures and the tuning behind each setting: '
             '[report/paper.pdf](report/paper.pdf) (source: `report/paper.typ`).', README_END]
@@ -182,12 +182,16 @@ def tuning_block(results):
     difference to the row it changes, 95 % interval, "within noise" where it is), its cost,
     how many candidates beat it, and what the rule picks."""
     data, chosen = results['tuning'], derived(results)['tuning']  # the paper's figures, reused
-    steps = {c['row']: c for c in data.get('contrasts', []) if c['paired']}
+    # The steps' intervals adjusted for the family of steps, as the paper gives them.
+    steps = {c['row']: dict(c, paired=dict(c['paired'], ci95=c['paired'].get('ci', c['paired']['ci95'])))
+             for c in family_contrasts(results)['tuning'] if c['paired']}
+    family = next(iter(steps.values()))['paired'].get('family') if steps else None
     out = [TUNING_START, f"`{data['command']}`: {data['settings']['rounds']} rounds, validation "
            f"error on the held-out quarter (mean ± std); cost: millions of multiply-accumulates "
            f"per run (the rule's cost); measured seconds per run, for information.", '',
-           '| candidate | what it is | validation error % | step: vs the row it changes (pp, 95 % '
-           'interval) | M MACs / run | s / run | beaten by |',
+           f'| candidate | what it is | validation error % | step: vs the row it changes (pp, '
+           f'interval Bonferroni-adjusted for the {family} steps) | M MACs / run | s / run | '
+           f'beaten by (95 % paired intervals, the rule\'s own test) |',
            '| --- | --- | ---: | --- | ---: | ---: | ---: |']
     for r in data['rows']:
         step, error = steps.get(r['name']), r['summary']['test_error']
@@ -212,11 +216,12 @@ def compat_block(results):
                                 COMPAT_END])
     out += [f"`{compat['command']}` on {compat['environment']['cpu']}: a fresh virtual environment "
             f"per pair with nothing but `pip install torch==VERSION`, then `python test.py --quick "
-            f"--seed 7`, then the numbers against the committed ones: `python test.py --reproduce "
+            f"--seed 7` and `python test.py --rounds 2`, then the numbers against the committed ones: `python test.py --reproduce "
             f"--rounds 2` (10 rounds below torch 1.8; on Python 3.6, where the study package does "
             f"not run, 10 rounds of the four files alone, paired with the committed rounds).", '',
-            '| Python | torch | `--quick` | speed paths that ran | against the committed rounds |',
-            '| --- | --- | --- | --- | --- |']
+            '| Python | torch | `--quick` | `--rounds 2` | speed paths that ran | against the committed '
+            'rounds |',
+            '| --- | --- | --- | --- | --- | --- |']
     for pair in compat['pairs']:
         paths = pair.get('speed_paths') or {}
         ran = ', '.join(name for name, on in (('channels-last', paths.get('channels_last')),
@@ -224,11 +229,15 @@ def compat_block(results):
                                               ('fused AdamW', paths.get('fused_adamw'))) if on)
         quick = ('runs' if pair['quick'].get('exit') == 0 else f"fails: {pair.get('error')}"
                  ) if 'quick' in pair else f"not run: {pair.get('error')}"
+        two = pair.get('two_rounds')
+        two = ('runs' if two['exit'] == 0 else 'fails') if two else (
+            'runs (the 10 rounds)' if pair.get('reproduce', {}).get('verdict', '') and
+            'four files' in pair['reproduce']['verdict'] else '-')
         verdict = (pair.get('reproduce') or {}).get('verdict') or '-'
         if pair.get('reproduce_rounds'):
             verdict += f" ({pair['reproduce_rounds']} rounds)"
         out.append(f"| {pair.get('python_full', pair['python'])} | "
-                   f"{pair.get('torch_full', pair['torch'])} | {quick} | {ran or 'none'} | "
+                   f"{pair.get('torch_full', pair['torch'])} | {quick} | {two} | {ran or 'none'} | "
                    f"{verdict.replace('verdict: ', '')} |")
     return '\n'.join(out + [COMPAT_END])
 

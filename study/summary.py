@@ -196,8 +196,12 @@ def table_cells(data):
     return header, rows
 
 
-def markdown_table(data):
+def markdown_table(data, versus=True):
+    """The study table in markdown; versus=False leaves out the last column (the plain intervals
+    against the reference row), where the family's adjusted intervals are given instead."""
     header, rows = table_cells(data)
+    if not versus:
+        header, rows = header[:-1], [cells[:-1] for cells in rows]
     lines = ['| ' + ' | '.join(header) + ' |', '| --- |' + ' ---: |' * (len(header) - 1)]
     return '\n'.join(lines + ['| ' + ' | '.join(cells) + ' |' for cells in rows])
 

@@ -89,6 +89,31 @@ class Report(unittest.TestCase):
         self.assertGreater(end['x'], 595 / 2, 'the main text must fill page 3: it ends in its left column')
         self.assertGreater(end['y'], 842 / 2, 'the main text must fill page 3: it ends above its middle')
 
+    def prose(self):
+        """The paper's lines of running text (not code, comments or table rows)."""
+        return [line for line in self.paper.split('\n')
+                if line[:1].isalpha() or line.startswith(('*', '@'))]
+
+    def test_every_figure_and_table_is_cited(self):
+        labels = re.findall(r'[)\]] <([\w-]+)>', self.paper)
+        figures = re.findall(r'#figure\((?:image|diagram)', self.paper)
+        self.assertGreaterEqual(len(figures), 5, 'at least five figures')
+        for label in labels:
+            if label != 'main-end':
+                self.assertTrue('@' + label in self.paper, f'<{label}> is never cited')
+
+    def test_each_interval_is_given_once(self):
+        quoted = re.findall(r'(?:pp|effect)\(((?:c|contrast|gap)\([^)]*\))\)', self.paper)
+        self.assertGreater(len(quoted), 10)
+        self.assertEqual(sorted(set(quoted)), sorted(quoted), 'an interval quoted twice')
+
+    def test_no_code_identifiers_and_no_swallowed_semicolons(self):
+        for line in self.prose():
+            self.assertNotIn('raw(', line)
+            self.assertNotIn('`', line)
+            # typst ends an embedded expression at a semicolon and drops it: "#pct(x); more"
+            self.assertIsNone(re.search(r'#[\w.-]+\([^;]*\);', line.replace('\\;', '')), line[:80])
+
     def test_figures_referenced_exist(self):
         names = re.findall(r'image\("(figures/[^"]+)"', self.paper)
         self.assertGreaterEqual(len(names), 2)
