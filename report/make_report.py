@@ -74,13 +74,29 @@ def derived(results):
     candidate's rank, each study's family of contrasts, every network's layers, each row's cost."""
     data = results['tuning']
     chosen = tuning.choices(data)
-    beaten = tuning.beaten_by([r for r in data['rows'] if r['summary']['n'] >= 2])
+    rows = [r for r in data['rows'] if r['summary']['n'] >= 2]
+    beaten = tuning.beaten_by(rows)
+    # The fast model's rule counts "beaten" among the candidates within the budget only.
+    within = tuning.beaten_by([r for r in rows if tuning.cost(r) <= chosen['budget']])
     return dict(tuning=dict(best=chosen['best'], fast=chosen['fast'], budget=chosen['budget'],
                             budget_row=tuning.BUDGET_ROW,
-                            beaten={name: len(by) for name, by in beaten.items()}),
+                            beaten={name: len(by) for name, by in beaten.items()},
+                            beaten_within_budget={name: len(by) for name, by in within.items()}),
                 contrasts=family_contrasts(results), networks=networks(results),
-                macs={name: {r['name']: round(tuning.cost(r), 3) for r in data['rows']}
+                macs={name: {r['name']: round(run_macs(data, r), 3) for r in data['rows']}
                       for name, data in results.items() if data.get('rows')})
+
+
+def run_macs(data, row):
+    """Millions of multiply-accumulates of one run of the row as its study ran it: on held-out
+    training pairs (the tuning rule's cost) or on the test pairs."""
+    return tuning.macs(dict(test_hyp(), **row['config']),
+                       validation=data['evaluated_on'] != 'test pairs') / 1e6
+
+
+def test_hyp():
+    import test  # the project's test.py: the defaults every row's config overrides
+    return test.HYP
 
 
 def family_contrasts(results):
@@ -105,7 +121,8 @@ def layers(module):
             return ['[' + ' · '.join(w for c in m.children() for w in words(c)) + '] + x']
         if isinstance(m, nn.Conv2d):
             k = m.kernel_size[0]
-            return [f'conv {k}×{k}, {m.out_channels}' + (', stride 2' if m.stride[0] == 2 else '')]
+            return [f'conv {k}×{k}, {m.out_channels}' + (f', pad {m.padding[0]}' if m.padding[0] else '')
+                    + (', stride 2' if m.stride[0] == 2 else '')]
         if isinstance(m, nn.Linear):
             return [f'linear {m.out_features}']
         if isinstance(m, nn.MaxPool2d):

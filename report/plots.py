@@ -1,6 +1,6 @@
 """The paper's figures, drawn with matplotlib from the results files (make_report.py calls them).
 No titles: the paper's captions say what each figure shows."""
-from study.summary import mean_std, run_seconds  # make_report.py puts the project on the path
+from study.summary import mean_std  # make_report.py puts the project on the path
 
 # One color per row kind, the same in every figure.
 COLORS = {'plain': '#888888', 'ws': '#1f77b4', 'aux': '#ff7f0e', 'ws+aux': '#2ca02c',
@@ -10,8 +10,6 @@ COLUMN = 3.4  # inches: one column of the paper
 LABELS = {'plain': 'plain', 'ws': 'WS', 'aux': 'aux', 'ws+aux': 'WS+aux',
           'plain-small': 'plain, half width', 'ws+aux+re-pair': 'WS+aux, re-paired',
           'best': 'best model'}
-STUDY_LABELS = {'variants': 'the default study', 'baselines': 'two-channel baselines',
-                'backbones': 'five digit branches', 'heads': 'four heads', 'fast': 'fast model'}
 
 
 def ok_runs(row):
@@ -47,7 +45,7 @@ def curves(plt, results):
     log_ticks(axes[0].yaxis, [0.1, 0.3, 1, 3, 10, 30])
     axes[0].set_ylim(0.1, 50)
     axes[1].set_ylabel('test error (%)')
-    axes[1].set_ylim(0, 40)
+    axes[1].set_ylim(0, None)
     fig.tight_layout(rect=(0, 0, 1, 0.88))
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc='upper center', ncol=len(labels), fontsize=7, frameon=False)
@@ -125,24 +123,40 @@ def mistakes(plt, results):
 
 
 def tradeoff(plt, results):
-    """Test error against the cost of a run (multiply-accumulates, a count that no timing noise
-    moves), every model scored on test pairs."""
+    """Test error against the cost of one test run (multiply-accumulates, a count that no timing
+    noise moves): each model once, the key ones labelled."""
     from study import tuning
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.6))
-    studies = [n for n in ('variants', 'baselines', 'backbones', 'heads', 'fast') if n in results]
-    for k, name in enumerate(studies):
-        points = [(tuning.cost(r) / 1e3, r['summary']['test_error']['mean'])
-                  for r in results[name]['rows'] if r['summary']['n']]
-        ax.scatter(*zip(*points), s=12, alpha=0.8, color=f'C{k}', label=STUDY_LABELS[name],
-                   marker='os^Dv'[k])
+    import test
+    cost = lambda r: tuning.macs(dict(test.HYP, **r['config']), validation=False) / 1e9
+    groups = {  # each model once: the default study, then what the other studies add to it
+        'the default study': [r for r in results['variants']['rows']],
+        'two-channel baselines': [r for r in results['baselines']['rows']
+                                  if r['config']['net'] == 'pairnet'],
+        'other digit branches': [r for r in results['backbones']['rows']
+                                 if not r['name'].startswith('conv/')],
+        'other heads': [r for r in results['heads']['rows'] if r['name'] != 'mlp'],
+        'fast model': results['fast']['rows'] if 'fast' in results else []}
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.5))
+    for k, (label, rows) in enumerate(groups.items()):
+        points = [(cost(r), r['summary']['test_error']['mean']) for r in rows if r['summary']['n']]
+        if points:
+            ax.scatter(*zip(*points), s=14, alpha=0.85, color=f'C{k}', label=label,
+                       marker='osD^v'[k])
+    for r in results['variants']['rows']:
+        if r['name'] in ('plain', 'ws+aux', 'ws+aux+re-pair', 'best'):
+            ax.annotate(LABELS[r['name']], (cost(r), r['summary']['test_error']['mean']),
+                        xytext=(4, 2), textcoords='offset points', fontsize=6)
+    for r in groups['fast model']:
+        ax.annotate('fast model', (cost(r), r['summary']['test_error']['mean']),
+                    xytext=(4, -7), textcoords='offset points', fontsize=6)
     ax.set_xscale('log')
     ax.set_yscale('log')
     log_ticks(ax.xaxis, [3, 10, 30, 100, 300])
     log_ticks(ax.yaxis, [1, 2, 5, 10, 20])
-    ax.set_xlabel('cost of one run: billions of MACs (log scale)')
+    ax.set_xlabel('cost of one run: billions of multiply-accumulates (log scale)')
     ax.set_ylabel('test error (%), log scale')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=3, loc='lower center', bbox_to_anchor=(0.5, 1.0), frameon=False,
+    ax.legend(fontsize=6.5, ncol=3, loc='lower center', bbox_to_anchor=(0.5, 1.0), frameon=False,
               columnspacing=0.8, handletextpad=0.2)
     fig.tight_layout()
     return fig
@@ -151,4 +165,4 @@ def tradeoff(plt, results):
 # name: (the results files it needs, the function that draws it)
 FIGURES = {'curves': (['curves'], curves), 'data_size': (['data_size'], data_size),
            'mistakes': (['variants'], mistakes), 'rounds': (['variants'], rounds),
-           'tradeoff': (['variants'], tradeoff)}
+           'tradeoff': (['variants', 'baselines', 'backbones', 'heads'], tradeoff)}
