@@ -239,6 +239,10 @@ def compat_block(results):
             '| Python | torch | `--quick` | `--rounds 2` | speed paths that ran | against the committed '
             'rounds |',
             '| --- | --- | --- | --- | --- | --- |']
+    for update in compat.get('updates', []):  # pairs checked again after a fix
+        out.insert(2, f"Checked again after a fix, with the code of commit "
+                      f"{(update['code'].get('git') or {}).get('commit', '?')[:10]}: "
+                      f"`{update['command']}`.")
     for pair in compat['pairs']:
         paths = pair.get('speed_paths') or {}
         ran = ', '.join(name for name, on in (('channels-last', paths.get('channels_last')),

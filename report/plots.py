@@ -97,6 +97,7 @@ def rounds(plt, results):
         ax.plot([k - 0.28, k + 0.28], [mean, mean], color='k', lw=1.0, zorder=3)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([LABELS[n] for n in names], rotation=30, ha='right', fontsize=7)
+    ax.set_xlabel('model')
     ax.set_ylabel('test error (%)')
     ax.set_ylim(0, None)
     ax.grid(axis='y', alpha=0.3)
@@ -129,7 +130,7 @@ def tradeoff(plt, results):
     import test
     cost = lambda r: tuning.macs(dict(test.HYP, **r['config']), validation=False) / 1e9
     groups = {  # each model once: the default study, then what the other studies add to it
-        'the default study': [r for r in results['variants']['rows']],
+        'variants, controls, best model': [r for r in results['variants']['rows']],
         'two-channel baselines': [r for r in results['baselines']['rows']
                                   if r['config']['net'] == 'pairnet'],
         'other digit branches': [r for r in results['backbones']['rows']
@@ -142,13 +143,15 @@ def tradeoff(plt, results):
         if points:
             ax.scatter(*zip(*points), s=14, alpha=0.85, color=f'C{k}', label=label,
                        marker='osD^v'[k])
-    for r in results['variants']['rows']:
-        if r['name'] in ('plain', 'ws+aux', 'ws+aux+re-pair', 'best'):
-            ax.annotate(LABELS[r['name']], (cost(r), r['summary']['test_error']['mean']),
-                        xytext=(4, 2), textcoords='offset points', fontsize=6)
-    for r in groups['fast model']:
-        ax.annotate('fast model', (cost(r), r['summary']['test_error']['mean']),
-                    xytext=(4, -7), textcoords='offset points', fontsize=6)
+    # Each label placed off its point (points of offset) with a line to it.
+    offsets = {'plain': (12, 8), 'ws': (14, -2), 'aux': (-36, 6), 'ws+aux': (14, -6),
+               'plain-small': (-50, 8), 'ws+aux+re-pair': (14, -4), 'best': (-34, -10)}
+    marked = [(r, LABELS[r['name']], offsets[r['name']]) for r in results['variants']['rows']
+              if r['name'] in offsets] + [(r, 'fast model', (-40, -10)) for r in groups['fast model']]
+    for r, text, offset in marked:
+        ax.annotate(text, (cost(r), r['summary']['test_error']['mean']), xytext=offset,
+                    textcoords='offset points', fontsize=5.5,
+                    arrowprops=dict(arrowstyle='-', lw=0.4, color='0.4', shrinkA=0, shrinkB=2))
     ax.set_xscale('log')
     ax.set_yscale('log')
     log_ticks(ax.xaxis, [3, 10, 30, 100, 300])

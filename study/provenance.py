@@ -25,6 +25,17 @@ ROUND_DEFINITIONS = ('test.py', ('seed_for', 'network', 'run_round'))
 # those fingerprints are current. Keyed by the current fingerprint, so any change to the round
 # code drops the entry until it is checked again.
 SAME_NUMBERS = {
+    '3f49cf3be70f': {
+        '7926e8330723': 'round 0 of every row of every committed study (126 runs, each with its '
+                        'study\'s seed) run with both codes on one machine (Intel Xeon with AMX, '
+                        'bf16 autocast on, torch 2.13.0+cpu, one thread per run): every recorded '
+                        'figure identical, times aside. The change: the bf16 probe tries a digit '
+                        'branch\'s operations (torch 1.10 has no bf16 max pooling); on a CPU '
+                        'without native bf16 the probe is never reached; 2026-12-03',
+        '006751956a5b': 'identical to 7926e8330723 (below), 126 runs; 2026-12-03',
+        '88abac5d8449': 'identical to 006751956a5b (below) on the committed machine kind; '
+                        '2026-12-03',
+    },
     '7926e8330723': {
         '006751956a5b': 'round 0 of every row of every committed study (variants, baselines, '
                         'backbones, heads, aux_weight, regularization, curves, data_size, '

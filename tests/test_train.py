@@ -1,6 +1,7 @@
 """The training loop and the evaluation function."""
 import contextlib
 import unittest
+from unittest import mock
 
 import torch
 
@@ -84,6 +85,26 @@ class Loop(unittest.TestCase):
         self.assertEqual(values.index(max(values)), 24)
         self.assertLess(values[-1], 0.02)
         self.assertGreater(train.one_cycle(2)(1), 0)  # tiny runs work too
+
+
+class SpeedPaths(unittest.TestCase):
+    def test_bfloat16_only_where_a_digit_branch_runs_in_it(self):
+        # torch 1.10's CPU autocast has bfloat16 linear layers but no bfloat16 max pooling: on
+        # a CPU with native bfloat16 the probe must find that and keep float32.
+        real = torch.nn.functional.max_pool2d
+
+        def max_pool2d(x, *args, **kwargs):
+            if x.dtype == torch.bfloat16:
+                raise RuntimeError('"max_pool2d" not implemented for \'BFloat16\'')
+            return real(x, *args, **kwargs)
+        probe = train.native_bf16.__wrapped__  # past the cache
+        with mock.patch.object(train, 'bf16_kind', return_value='amx'):
+            self.assertEqual(probe('cpu'), hasattr(torch, 'autocast'))
+            with mock.patch('torch.nn.functional.max_pool2d', max_pool2d), \
+                    mock.patch.object(train.F, 'max_pool2d', max_pool2d):
+                self.assertFalse(probe('cpu'))
+        with mock.patch.object(train, 'bf16_kind', return_value='none'):
+            self.assertFalse(probe('cpu'))  # emulated bfloat16: never
 
 
 class Shifts(unittest.TestCase):
