@@ -234,7 +234,7 @@ def compat_block(results):
     out += [f"`{compat['command']}` on {compat['environment']['cpu']}: a fresh virtual environment "
             f"per pair with nothing but `pip install torch==VERSION`, then `python test.py --quick "
             f"--seed 7` and `python test.py --rounds 2`, then the numbers against the committed ones: `python test.py --reproduce "
-            f"--rounds 2` (10 rounds below torch 1.8; on Python 3.6, where the study package does "
+            f"--rounds 2` (10 rounds below torch 1.9; on Python 3.6, where the study package does "
             f"not run, 10 rounds of the four files alone, paired with the committed rounds).", '',
             '| Python | torch | `--quick` | `--rounds 2` | speed paths that ran | against the committed '
             'rounds |',
