@@ -83,20 +83,8 @@ def derived(results):
                             beaten={name: len(by) for name, by in beaten.items()},
                             beaten_within_budget={name: len(by) for name, by in within.items()}),
                 contrasts=family_contrasts(results), networks=networks(results),
-                macs={name: {r['name']: round(run_macs(data, r), 3) for r in data['rows']}
+                macs={name: {r['name']: round(tuning.run_cost(data, r), 3) for r in data['rows']}
                       for name, data in results.items() if data.get('rows')})
-
-
-def run_macs(data, row):
-    """Millions of multiply-accumulates of one run of the row as its study ran it: on held-out
-    training pairs (the tuning rule's cost) or on the test pairs."""
-    return tuning.macs(dict(test_hyp(), **row['config']),
-                       validation=data['evaluated_on'] != 'test pairs') / 1e6
-
-
-def test_hyp():
-    import test  # the project's test.py: the defaults every row's config overrides
-    return test.HYP
 
 
 def family_contrasts(results):

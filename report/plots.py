@@ -127,8 +127,7 @@ def tradeoff(plt, results):
     """Test error against the cost of one test run (multiply-accumulates, a count that no timing
     noise moves): each model once, the key ones labelled."""
     from study import tuning
-    import test
-    cost = lambda r: tuning.macs(dict(test.HYP, **r['config']), validation=False) / 1e9
+    cost = lambda r: tuning.run_cost(results['variants'], r) / 1e3  # every row a test run
     groups = {  # each model once: the default study, then what the other studies add to it
         'variants, controls, best model': [r for r in results['variants']['rows']],
         'two-channel baselines': [r for r in results['baselines']['rows']
