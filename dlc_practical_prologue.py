@@ -242,11 +242,8 @@ def generate_split_pairs(nb, split, generator=None, data_dir=None, quiet=False):
 
 
 def generate_pair_sets(nb, generator=None, seed=None, data_dir=None, nb_test=None, quiet=False):
-    """The course helper: nb train pairs and nb (or nb_test) test pairs.
-
-    Randomness comes from `generator`, else a fresh generator seeded with `seed`, else torch's
-    global generator, as in the course.
-    """
+    """The course helper: nb train and nb (or nb_test) test pairs, drawn with `generator`, else
+    one seeded with `seed`, else torch's global generator, as in the course."""
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(seed)
     nb_test = nb if nb_test is None else nb_test

@@ -141,11 +141,8 @@ def comparison_head(head):
 
 
 class SiameseNet(nn.Module):
-    """Two digit branches and a comparison head; input N x 2 x 14 x 14.
-
-    forward returns (pair_logits N x 2, digit_logits N x 2 x 10); class 1 of the pair means
-    "first digit <= second digit", as the course target.
-    """
+    """Two digit branches and a comparison head: N x 2 x 14 x 14 in, (pair_logits N x 2, digit
+    logits N x 2 x 10) out; pair class 1 means "first digit <= second", as the course's target."""
 
     def __init__(self, share_weights=True, backbone='conv', head='mlp', batch_norm=False,
                  dropout=0.0, width=1):

@@ -1,9 +1,7 @@
 """EE-559 Project 1: do weight sharing and an auxiliary digit loss help a Siamese network tell
-whether the first of two 14x14 MNIST digits is lesser or equal to the second?
-
-`python test.py` trains each row of ROWS for 10 rounds on fresh pairs and weights (`run_round`),
-then prints the mean ± std table and the paired differences. The package study/ builds on it.
-"""
+whether the first of two 14x14 MNIST digits is lesser or equal to the second? It trains each row
+of ROWS for 10 rounds on fresh pairs and weights (`run_round`), then prints the mean ± std table
+and the paired differences. The package study/ builds on it."""
 import argparse
 import hashlib
 import multiprocessing
@@ -96,9 +94,8 @@ def network(config, seed, round_index):
 
 def run_round(config, seed, round_index, device='cpu', data_dir=None, validation=False,
               channels_last=False, allow_bf16=False, on_epoch=None, keep=False):
-    """One round of one row: its figures (errors in %), or status 'diverged'. validation: score
-    a held-out quarter (r % 4) of the training pairs; on_epoch(epoch, model, train_input,
-    train_target, test_input, test_target) after each epoch; keep: also pairs, model, test."""
+    """One round of one row: its figures (errors in %) or status 'diverged'. validation: score a
+    held-out quarter (r % 4) of the training pairs; on_epoch, keep: for the study package."""
     generator = torch.Generator().manual_seed(seed_for(seed, round_index, 'data'))
     if validation:
         pairs = prologue.generate_validation_sets(config['nb_pairs'], round_index % 4, generator,
@@ -147,8 +144,7 @@ def worker_start():
 
 
 def run_jobs(jobs, workers):
-    """Yields each job's (config, seed, round, options) result in order, from `workers` spawned
-    processes (forking after torch has run can deadlock) or from this one."""
+    """Each job's result in order, from `workers` spawned processes (a fork can deadlock torch)."""
     if workers == 1:
         torch.set_num_threads(1)
         yield from (run_round(*job[:3], **job[3]) for job in jobs)
@@ -173,7 +169,7 @@ STUDY_FLAGS = ('--study', '--fast', '--variant', '--reproduce', '--bench', '--ch
 
 def parse_args(argv):
     """test.py's own flags; a bad one ends the run with one line and status 2."""
-    parser = argparse.ArgumentParser(prog='test.py', description=__doc__.split('\n\n')[0],
+    parser = argparse.ArgumentParser(prog='test.py', description=__doc__.split('?')[0] + '?',
                                      epilog='Research flags, which need the package study/ '
                                      '(study/README.md): ' + ', '.join(STUDY_FLAGS) + '.')
     add = parser.add_argument
@@ -194,18 +190,22 @@ def parse_args(argv):
     return args
 
 
+def research(argv):
+    """A research flag: the package study/ runs the whole command line, where it is here."""
+    flag = next(a.split('=')[0] for a in argv if a.split('=')[0] in STUDY_FLAGS)
+    try:
+        from study import cli
+    except ImportError as e:
+        return fail('{} needs the package study/, which is not here (python test.py runs '
+                    'without it)'.format(flag) if e.name == 'study' else e, 2)
+    return cli.main(argv)
+
+
 def main(argv=None):
-    """Runs the study (or study/ runs a research flag); returns the exit status: 0 done, 1 data
-    problem or a diverged or failed round, 2 bad flags or torch too old, 130 Ctrl-C."""
+    """Runs the study; exit status 0, 1 data problem or failed round, 2 bad flags, 130 Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    asked = [a.split('=')[0] for a in argv if a.split('=')[0] in STUDY_FLAGS]
-    if asked:
-        try:
-            from study import cli
-        except ImportError as e:
-            return fail('{} needs the package study/, which is not here (python test.py runs '
-                        'without it)'.format(asked[0]) if e.name == 'study' else e, 2)
-        return cli.main(argv)
+    if any(a.split('=')[0] in STUDY_FLAGS for a in argv):
+        return research(argv)
     args = parse_args(argv)
     try:
         device = train.check_torch_and_device(args.device)

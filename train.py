@@ -127,17 +127,13 @@ def prepare_inputs(train_input, test_input, deskew_digits):
 
 
 def shift_images(input, max_shift, generator=None, shifts=None):
-    """Moves each 14 x 14 image by up to max_shift pixels in x and y, filling with the background.
-
-    `shifts` (N x 2 x 2 integer offsets) fixes the moves; otherwise they are drawn at random, for
-    each digit of each pair independently.
-    """
+    """Shifts each digit image by up to max_shift pixels in x and y, each digit at random unless
+    `shifts` (N x 2 x 2 integer offsets) fixes them; the uncovered edge is background."""
     n, c, h, w = input.shape
     if shifts is None:
         shifts = torch.randint(-max_shift, max_shift + 1, (n, c, 2), generator=generator)
     shifts = shifts.to(input.device)
-    # The background is an image's minimum after standardization; pad each image with its own,
-    # so a shift adds no edge and no image depends on the others of its batch.
+    # Pad with each image's own background (its minimum): no edge, no dependence on the batch.
     background = input.flatten(2).min(2)[0][..., None, None]
     padded = background.repeat(1, 1, h + 2 * max_shift, w + 2 * max_shift)
     padded[:, :, max_shift:max_shift + h, max_shift:max_shift + w] = input
@@ -158,8 +154,7 @@ def draw_new_pairs(input, classes, generator=None):
 
 
 def one_cycle(total_steps, warmup=0.25):
-    """Learning-rate factor: a linear rise over the first quarter of the steps, then a linear
-    fall to zero. A high peak rate early and a low rate at the end need fewer epochs."""
+    """Rate factor: a linear rise over the first quarter of the steps, a linear fall to zero."""
     rise = max(1, round(warmup * total_steps))
     return lambda step: ((step + 1) / rise if step < rise
                          else (total_steps - step) / (total_steps - rise + 1))
@@ -174,13 +169,9 @@ def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
                 mini_batch_size=100, lr=1e-3, weight_decay=0.0, aux_weight=0.0, shift=0,
                 re_pair=False, schedule='constant', generator=None, bf16=False,
                 on_epoch=None):
-    """Trains in place with AdamW; returns the mean training loss of each epoch.
-
-    shift: random moves of up to this many pixels each epoch; re_pair: draw new pairs of the
-    training digits each epoch (uses the digit classes, so only with the auxiliary loss); schedule:
-    'constant' or 'onecycle' (warm-up then annealing, which needs fewer epochs);
-    on_epoch(epoch, model) is called after each epoch (for learning curves).
-    """
+    """Trains in place with AdamW; returns each epoch's mean loss. shift: random shifts of up to
+    this many pixels; re_pair: new pairs of the digits each epoch (needs the digit loss); schedule:
+    'constant' or 'onecycle'; on_epoch(epoch, model) after each epoch (learning curves)."""
     if re_pair and aux_weight <= 0:
         raise ValueError('re_pair uses the digit classes: it needs aux_weight > 0')
     # torch before 1.5 refuses generator=None in randperm; its default generator is the same draw.
@@ -235,11 +226,8 @@ TTA_SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
 
 @torch.no_grad()
 def evaluate(model, input, target, classes=None, mini_batch_size=500, tta=False, bf16=False):
-    """Pair error and digit error (in %, digit error None without digit outputs or classes).
-
-    tta: average the predicted probabilities over the image and its four one-pixel moves.
-    Also returns the predicted pair classes and digits, for inspecting the mistakes.
-    """
+    """Pair and digit error in % (digit error None without digit outputs or classes) and the
+    predictions; tta: average the probabilities over the image and its four one-pixel shifts."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -82,7 +82,8 @@ def derived(results):
                             budget_row=tuning.BUDGET_ROW,
                             beaten={name: len(by) for name, by in beaten.items()},
                             beaten_within_budget={name: len(by) for name, by in within.items()}),
-                contrasts=family_contrasts(results), networks=networks(results),
+                contrasts=family_contrasts(results), main_effects=main_effects(results),
+                networks=networks(results), machines=machines(results),
                 macs={name: {r['name']: round(tuning.run_cost(data, r), 3) for r in data['rows']}
                       for name, data in results.items() if data.get('rows')})
 
@@ -96,6 +97,38 @@ def family_contrasts(results):
     return {name: summary.contrasts({r['name']: r['runs'] for r in data['rows']},
                                     registry[data['study']].contrasts)
             for name, data in results.items() if data.get('rows') and data['study'] in registry}
+
+
+def machines(results):
+    """The machines the studies ran on, the one of the most studies first: each with its CPU,
+    cores, torch, Python and the studies (the files with rows) that ran there."""
+    kinds = {}
+    for name, data in sorted(results.items()):
+        if data.get('rows') and 'environment' in data:
+            env = data['environment']
+            key = tuple(env.get(k) for k in ('cpu', 'cpu_count', 'torch', 'python'))
+            kinds.setdefault(key, []).append(name)
+    return [dict(zip(('cpu', 'cpu_count', 'torch', 'python'), key), studies=names)
+            for key, names in sorted(kinds.items(), key=lambda kv: -len(kv[1]))]
+
+
+def main_effects(results):
+    """The main effects of the 2 x 2 of the default study, worked out after it ran: each the
+    mean, round by round, of its factor's two simple effects (sharing: ((ws - plain) + (ws+aux
+    - aux)) / 2). They are not among the study's declared contrasts, so each interval is
+    adjusted as if the family had these two more members (Bonferroni, m + 2)."""
+    data = results['variants']
+    runs = {r['name']: r['runs'] for r in data['rows']}
+    m = len(studies.registry()['variants'].contrasts) + 2
+    out = {}
+    # (a, b, c, d) gives (a - b) - (c - d), here the sum of the two simple effects.
+    for factor, names in (('sharing', ('ws', 'plain', 'aux', 'ws+aux')),
+                          ('aux', ('aux', 'plain', 'ws', 'ws+aux'))):
+        diffs = [d / 2 for d in summary.contrast_diffs(runs, names)]
+        level = 1 - 0.05 / m
+        out[factor] = dict(n=len(diffs), mean=sum(diffs) / len(diffs), family=m, level=level,
+                           ci=list(summary.interval(diffs, level)))
+    return out
 
 
 def layers(module):

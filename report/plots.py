@@ -26,7 +26,7 @@ def log_ticks(axis, values):
 
 def curves(plt, results):
     """Training and test error after every epoch, mean ± std over rounds."""
-    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 2.1))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 1.95))
     for row in results['curves']['rows']:
         for ax, key in zip(axes, ('train_error', 'test_error')):
             series = [r['curve'][key] for r in ok_runs(row)]
@@ -55,7 +55,7 @@ def curves(plt, results):
 def data_size(plt, results):
     """Test error against the number of training pairs, mean ± std over rounds."""
     rows = results['data_size']['rows']
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.5))
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.05))
     kinds = list(dict.fromkeys(r['name'].split('/', 1)[1] for r in rows))
     for kind in kinds:
         points = sorted((r['config']['nb_pairs'], r['summary']['test_error']) for r in rows
@@ -78,13 +78,14 @@ def data_size(plt, results):
 
 
 def rounds(plt, results):
-    """Every round's test error of the default study's rows; a grey line joins the four variants
-    of one round (the same pairs), so the pairing behind each difference is seen."""
+    """Every round's test error of the default study's variants and control rows (the best model
+    belongs to the paper's later section); a grey line joins the four variants of one round (the
+    same pairs), so the pairing behind each difference is seen."""
     study = results['variants']
-    names = [r['name'] for r in study['rows']]
+    names = [r['name'] for r in study['rows'] if r['name'] != 'best']
     errors = {r['name']: {run['round']: run['test_error'] for run in ok_runs(r)}
               for r in study['rows']}
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.4))
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.15))
     four = [n for n in ('plain', 'ws', 'aux', 'ws+aux') if n in errors]
     for round_index in sorted(errors[four[0]]):
         ax.plot([names.index(n) for n in four], [errors[n].get(round_index) for n in four],

@@ -1,8 +1,10 @@
 """The committed results come from the current code and settings; the README's results block,
 report/derived.json and the paper are what report/make_report.py makes of them."""
+import json
 import os
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import unittest
@@ -63,6 +65,31 @@ class Report(unittest.TestCase):
                                                       'python report/make_report.py')
         finally:
             shutil.rmtree(folder)
+
+    def test_the_main_effects_average_the_two_simple_effects(self):
+        with open(os.path.join(ROOT, 'report', 'derived.json')) as f:
+            effects = json.load(f)['main_effects']
+        runs = {r['name']: {x['round']: x['test_error'] for x in r['runs'] if x['status'] == 'ok'}
+                for r in self.results['variants']['rows']}
+        rounds = sorted(set.intersection(*(set(runs[n]) for n in ('plain', 'ws', 'aux', 'ws+aux'))))
+        m = len(make_report.studies.registry()['variants'].contrasts) + 2
+        for factor, (a, b, c, d) in (('sharing', ('ws', 'plain', 'ws+aux', 'aux')),
+                                     ('aux', ('aux', 'plain', 'ws+aux', 'ws'))):
+            diffs = [(runs[a][k] - runs[b][k] + runs[c][k] - runs[d][k]) / 2 for k in rounds]
+            mean = statistics.mean(diffs)
+            half = (make_report.summary.t_quantile(1 - 0.05 / m, len(diffs) - 1)
+                    * statistics.stdev(diffs) / len(diffs) ** 0.5)
+            self.assertEqual(effects[factor]['family'], m)
+            self.assertAlmostEqual(effects[factor]['mean'], mean, places=9)
+            for got, want in zip(effects[factor]['ci'], (mean - half, mean + half)):
+                self.assertAlmostEqual(got, want, places=6)
+
+    def test_every_run_is_float32_as_the_paper_says(self):
+        # bfloat16 runs only where a row asks for it and its machine computes it natively.
+        for name, data in self.results.items():
+            native = data.get('environment', {}).get('native_bf16')
+            for r in data.get('rows', []):
+                self.assertFalse(r['config'].get('bf16') and native, f'{name}: {r["name"]}')
 
     def test_the_paper_reads_its_numbers(self):
         # The source reads the results files itself and types none of their figures.

@@ -86,6 +86,7 @@ class Orphans(unittest.TestCase):
         finally:
             proc.kill()
             proc.wait()
+            proc.stdout.close()  # or a ResourceWarning between the suite's dots
         for _ in range(600):  # a hang guard, not a timing: 60 s for a one-epoch round to end
             if not any(alive(pid) for pid in workers):
                 break
