@@ -26,7 +26,7 @@ def log_ticks(axis, values):
 
 def curves(plt, results):
     """Training and test error after every epoch, mean ± std over rounds."""
-    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 1.95))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN, 1.85))
     for row in results['curves']['rows']:
         for ax, key in zip(axes, ('train_error', 'test_error')):
             series = [r['curve'][key] for r in ok_runs(row)]
@@ -85,7 +85,7 @@ def rounds(plt, results):
     names = [r['name'] for r in study['rows'] if r['name'] != 'best']
     errors = {r['name']: {run['round']: run['test_error'] for run in ok_runs(r)}
               for r in study['rows']}
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.15))
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.0))
     four = [n for n in ('plain', 'ws', 'aux', 'ws+aux') if n in errors]
     for round_index in sorted(errors[four[0]]):
         ax.plot([names.index(n) for n in four], [errors[n].get(round_index) for n in four],
@@ -98,7 +98,6 @@ def rounds(plt, results):
         ax.plot([k - 0.28, k + 0.28], [mean, mean], color='k', lw=1.0, zorder=3)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([LABELS[n] for n in names], rotation=30, ha='right', fontsize=7)
-    ax.set_xlabel('model')
     ax.set_ylabel('test error (%)')
     ax.set_ylim(0, None)
     ax.grid(axis='y', alpha=0.3)
@@ -137,15 +136,15 @@ def tradeoff(plt, results):
                                  if not r['name'].startswith('conv/')],
         'other heads': [r for r in results['heads']['rows'] if r['name'] != 'mlp'],
         'fast model': results['fast']['rows'] if 'fast' in results else []}
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.5))
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.4))
     for k, (label, rows) in enumerate(groups.items()):
         points = [(cost(r), r['summary']['test_error']['mean']) for r in rows if r['summary']['n']]
         if points:
             ax.scatter(*zip(*points), s=14, alpha=0.85, color=f'C{k}', label=label,
                        marker='osD^v'[k])
     # Each label placed off its point (points of offset) with a line to it.
-    offsets = {'plain': (12, 8), 'ws': (14, -2), 'aux': (-36, 6), 'ws+aux': (14, -6),
-               'plain-small': (-50, 8), 'ws+aux+re-pair': (14, -4), 'best': (-34, -10)}
+    offsets = {'plain': (-30, 5), 'ws': (14, -2), 'aux': (-36, 6), 'ws+aux': (14, -6),
+               'plain-small': (-52, -18), 'ws+aux+re-pair': (14, -4), 'best': (-34, -10)}
     marked = [(r, LABELS[r['name']], offsets[r['name']]) for r in results['variants']['rows']
               if r['name'] in offsets] + [(r, 'fast model', (-40, -10)) for r in groups['fast model']]
     for r, text, offset in marked:
