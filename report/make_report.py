@@ -120,12 +120,12 @@ def main_effects(results):
     data = results['variants']
     runs = {r['name']: r['runs'] for r in data['rows']}
     m = len(studies.registry()['variants'].contrasts) + 2
+    level = 1 - 0.05 / m
     out = {}
     # (a, b, c, d) gives (a - b) - (c - d), here the sum of the two simple effects.
     for factor, names in (('sharing', ('ws', 'plain', 'aux', 'ws+aux')),
                           ('aux', ('aux', 'plain', 'ws', 'ws+aux'))):
         diffs = [d / 2 for d in summary.contrast_diffs(runs, names)]
-        level = 1 - 0.05 / m
         out[factor] = dict(n=len(diffs), mean=sum(diffs) / len(diffs), family=m, level=level,
                            ci=list(summary.interval(diffs, level)))
     return out

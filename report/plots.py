@@ -82,9 +82,9 @@ def rounds(plt, results):
     belongs to the paper's later section); a grey line joins the four variants of one round (the
     same pairs), so the pairing behind each difference is seen."""
     study = results['variants']
-    names = [r['name'] for r in study['rows'] if r['name'] != 'best']
     errors = {r['name']: {run['round']: run['test_error'] for run in ok_runs(r)}
-              for r in study['rows']}
+              for r in study['rows'] if r['name'] != 'best'}
+    names = list(errors)
     fig, ax = plt.subplots(figsize=(COLUMN, 2.0))
     four = [n for n in ('plain', 'ws', 'aux', 'ws+aux') if n in errors]
     for round_index in sorted(errors[four[0]]):
