@@ -1,11 +1,7 @@
-"""Networks that compare two 14x14 MNIST digits (EE-559 Project 1).
-
-`SiameseNet` is the one model of the study, with one argument per design axis: whether the two
-digit branches share weights, which digit branch (backbone), which comparison head, batch norm
-and dropout. Its forward always returns `(pair_logits, digit_logits)`; whether the digit logits
-get a loss is decided in train.py, so a variant with and without the auxiliary loss is the very
-same network. `PairNet` is the non-Siamese baseline that sees the two digits as two channels.
-"""
+"""Networks that compare two 14x14 MNIST digits. `SiameseNet`, the model of the study, has one
+argument per design axis (sharing, digit branch, head, batch norm, dropout, width) and returns
+`(pair_logits, digit_logits)`; whether the digits get a loss is train.py's business. `PairNet` is
+the non-Siamese baseline that sees the two digits as two channels."""
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -19,6 +15,7 @@ BACKBONES = {
 }
 HEADS = {
     'mlp': 'an MLP on the 20 concatenated digit logits (learned)',
+    'mlp-softmax': 'the same MLP on the two digit softmaxes, the probabilities (learned)',
     'outer': 'the outer product of the two digit softmaxes into a linear layer (learned)',
     'posterior': 'the exact P(d1 <= d2) from the two digit softmaxes (no parameters)',
     'argmax': 'compares the two predicted digits (no parameters, trained by the digit loss only)',
@@ -26,20 +23,14 @@ HEADS = {
 
 
 def conv_block(c_in, c_out, kernel_size, batch_norm, padding=0, stride=1, pool=False):
-    layers = [nn.Conv2d(c_in, c_out, kernel_size, stride, padding, bias=not batch_norm)]
-    if pool:  # pooling before batch norm and ReLU: the same max, on a quarter of the values
-        layers.append(nn.MaxPool2d(2))
-    if batch_norm:
-        layers.append(nn.BatchNorm2d(c_out))
-    return layers + [nn.ReLU()]
+    # Pooling before batch norm and ReLU: the same max, on a quarter of the values.
+    return ([nn.Conv2d(c_in, c_out, kernel_size, stride, padding, bias=not batch_norm)]
+            + [nn.MaxPool2d(2)] * pool + [nn.BatchNorm2d(c_out)] * batch_norm + [nn.ReLU()])
 
 
 def linear_block(n_in, n_out, batch_norm, dropout):
-    layers = [nn.Dropout(dropout)] if dropout > 0 else []
-    layers.append(nn.Linear(n_in, n_out, bias=not batch_norm))
-    if batch_norm:
-        layers.append(nn.BatchNorm1d(n_out))
-    return layers + [nn.ReLU()]
+    return ([nn.Dropout(dropout)] * (dropout > 0) + [nn.Linear(n_in, n_out, bias=not batch_norm)]
+            + [nn.BatchNorm1d(n_out)] * batch_norm + [nn.ReLU()])
 
 
 def classifier(n_in, batch_norm, dropout):
@@ -95,13 +86,14 @@ def digit_branch(backbone='conv', batch_norm=False, dropout=0.0, width=1):
 
 
 class MLPHead(nn.Module):
-    def __init__(self, hidden=64):
+    def __init__(self, softmax=False, hidden=64):
         super().__init__()
+        self.softmax = softmax  # probabilities: no head can lean on the logits' free scale
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(20, hidden), nn.ReLU(),
                                  nn.Linear(hidden, 2))
 
     def forward(self, digit_logits):
-        return self.net(digit_logits)
+        return self.net(digit_logits.softmax(-1) if self.softmax else digit_logits)
 
 
 class OuterHead(nn.Module):
@@ -110,7 +102,7 @@ class OuterHead(nn.Module):
         self.linear = nn.Linear(100, 2)
 
     def forward(self, digit_logits):
-        p = digit_logits.float().softmax(-1)
+        p = digit_logits.softmax(-1)
         return self.linear((p[:, 0, :, None] * p[:, 1, None, :]).flatten(1))
 
 
@@ -119,7 +111,7 @@ class PosteriorHead(nn.Module):
     so cross-entropy on them is exactly the negative log-likelihood of the pair target."""
 
     def forward(self, digit_logits):
-        log_p = digit_logits.float().log_softmax(-1)
+        log_p = digit_logits.log_softmax(-1)
         joint = log_p[:, 0, :, None] + log_p[:, 1, None, :]  # joint[n, i, j] = log p1(i) p2(j)
         digits = torch.arange(10, device=joint.device)
         le = digits[:, None] <= digits[None, :]  # le[i, j]: i <= j
@@ -136,8 +128,9 @@ class ArgmaxHead(nn.Module):
 def comparison_head(head):
     if head not in HEADS:
         raise ValueError(f'unknown head {head!r}; choose from {", ".join(HEADS)}')
-    return {'mlp': MLPHead, 'outer': OuterHead, 'posterior': PosteriorHead,
-            'argmax': ArgmaxHead}[head]()
+    if head.startswith('mlp'):
+        return MLPHead(softmax=head == 'mlp-softmax')
+    return {'outer': OuterHead, 'posterior': PosteriorHead, 'argmax': ArgmaxHead}[head]()
 
 
 class SiameseNet(nn.Module):
@@ -163,11 +156,9 @@ class SiameseNet(nn.Module):
 
 
 class PairNet(nn.Module):
-    """Non-Siamese baseline: the pair as one 2-channel image, no digit outputs.
-
-    kind 'fc': `depth` hidden linear layers of `hidden` units; kind 'conv': `depth` 3x3 conv
-    layers (max pooling after the first two, then down to 3x3) and one hidden linear layer.
-    """
+    """The pair as one 2-channel image, no digit outputs. kind 'fc': `depth` hidden linear layers
+    of `hidden` units; 'conv': `depth` 3x3 conv layers (max pooling after the first two, then
+    down to 3x3) and one hidden linear layer."""
 
     def __init__(self, kind='fc', depth=2, hidden=128, batch_norm=False, dropout=0.0):
         super().__init__()

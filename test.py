@@ -1,7 +1,7 @@
 """EE-559 Project 1: do weight sharing and an auxiliary digit loss help a Siamese network tell
 whether the first of two 14x14 MNIST digits is lesser or equal to the second? It trains each row
 of ROWS for 10 rounds on fresh pairs and weights (`run_round`), then prints the mean ± std table
-and the paired differences. The package study/ builds on it."""
+and the paired differences. The package study/ builds on it (python -m study --help)."""
 import argparse
 import hashlib
 import multiprocessing
@@ -41,15 +41,17 @@ HYP = dict(
     shift=1,                # tuning: random shifts of up to one pixel while training help
     deskew=False,           # shear every digit upright first, training and test alike
     tta=False,              # average predictions over one-pixel shifts at evaluation
-    bf16=False,             # bfloat16 autocast where the hardware has it natively (a speed path)
 )
+# The base seed of every round; seed 0 was the development seed.
+SEED = 0
 
 # What the aux variants add: the digit loss and nothing else (the course's question).
 AUX = dict(aux_weight=1.0)
-# The best and fast models, the rule's picks on held-out training pairs (`--choose`): the posterior
-# head, twice the channels, digit-loss weight 3, 30 epochs, re-pairing, deskewing, tta; fast: less.
+# The best and fast models, the rule's picks on held-out training pairs (python -m study choose):
+# the posterior head, twice the channels, digit-loss weight 3, 30 epochs, re-pairing, deskewing,
+# test-time shifts; fast: width 1, 8 epochs, no re-pairing or shifts.
 BEST = dict(width=2, head='posterior', aux_weight=3.0, deskew=True, nb_epochs=30, tta=True,
-            re_pair=True, bf16=True)
+            re_pair=True)
 FAST = dict(BEST, width=1, nb_epochs=8, tta=False, re_pair=False)
 
 # The four variants: weight sharing x auxiliary loss (name: about, overrides).
@@ -70,10 +72,27 @@ ROWS = [row(name, about, **overrides) for name, (about, overrides) in VARIANTS.i
     row('plain-small', 'two branches at about the size of ws', share_weights=False, width=0.52),
     row('ws+aux+re-pair', 'ws+aux, new pairs of the digits each epoch', re_pair=True, **AUX),
     row('best', 'the best model (BEST)', **BEST)]
-# The study's family of differences, Bonferroni-adjusted: (a, b): a - b; (a, b, c, d): interaction.
-CONTRASTS = [('ws', 'plain'), ('ws+aux', 'aux'), ('aux', 'plain'), ('ws+aux', 'ws'),
-             ('ws+aux', 'aux', 'ws', 'plain'), ('ws', 'plain-small'),
-             ('ws+aux+re-pair', 'ws+aux'), ('best', 'ws+aux')]
+
+
+def diff(a, b):
+    return {a: 1, b: -1}
+
+
+# The 2x2's main effects (each the mean of its factor's two simple effects) and interaction.
+SHARING = {'ws': .5, 'ws+aux': .5, 'plain': -.5, 'aux': -.5}
+AUX_LOSS = {'aux': .5, 'ws+aux': .5, 'plain': -.5, 'ws': -.5}
+INTERACTION = {'ws+aux': 1, 'aux': -1, 'ws': -1, 'plain': 1}
+# The study's family of contrasts (name, weights, relative), Bonferroni-adjusted as one family:
+# in percentage points, and relative (the log of the ratio of errors, shown as a % change).
+CONTRASTS = ([(a + ' - ' + b, diff(a, b), False) for a, b in (
+    ('ws', 'plain'), ('ws+aux', 'aux'), ('aux', 'plain'), ('ws+aux', 'ws'))]
+    + [('sharing (main effect)', SHARING, False), ('aux loss (main effect)', AUX_LOSS, False),
+       ('interaction', INTERACTION, False)]
+    + [(a + ' - ' + b, diff(a, b), False) for a, b in (
+        ('ws', 'plain-small'), ('ws+aux+re-pair', 'ws+aux'), ('best', 'ws+aux'))]
+    + [('ws / plain', diff('ws', 'plain'), True), ('ws+aux / aux', diff('ws+aux', 'aux'), True),
+       ('sharing (relative)', SHARING, True), ('aux loss (relative)', AUX_LOSS, True),
+       ('interaction (relative)', INTERACTION, True)])
 
 
 # ---- One round of one row. ----
@@ -93,7 +112,7 @@ def network(config, seed, round_index):
 
 
 def run_round(config, seed, round_index, device='cpu', data_dir=None, validation=False,
-              channels_last=False, allow_bf16=False, on_epoch=None, keep=False):
+              channels_last=False, on_epoch=None, keep=False):
     """One round of one row: its figures (errors in %) or status 'diverged'. validation: score a
     held-out quarter (r % 4) of the training pairs; on_epoch, keep: for the study package."""
     generator = torch.Generator().manual_seed(seed_for(seed, round_index, 'data'))
@@ -108,22 +127,19 @@ def run_round(config, seed, round_index, device='cpu', data_dir=None, validation
         t.to(device) for t in (train_input, *pairs[1:3], test_input, *pairs[4:]))
     model = network(config, seed, round_index).to(device)
     model = model.to(memory_format=torch.channels_last) if channels_last else model
-    bf16 = allow_bf16 and config['bf16']
     watch = on_epoch and (lambda epoch, model: on_epoch(
         epoch, model, train_input, train_target, test_input, test_target))
     start = time.perf_counter()
     try:
         losses = train.train_model(
-            model, train_input, train_target, train_classes, bf16=bf16, on_epoch=watch,
+            model, train_input, train_target, train_classes, on_epoch=watch,
             generator=torch.Generator().manual_seed(seed_for(seed, round_index, 'train')),
             **{k: config[k] for k in train.TRAINING})
     except train.TrainingDiverged as e:  # a result of the row, not an error
         return dict(name=config['name'], round=round_index, status='diverged', message=str(e))
-    test = train.evaluate(model, test_input, test_target, test_classes, tta=config['tta'],
-                          bf16=bf16)
+    test = train.evaluate(model, test_input, test_target, test_classes, tta=config['tta'])
     seconds = time.perf_counter() - start  # the one time of a run: training and test evaluation
-    trained = train.evaluate(model, train_input, train_target, train_classes, tta=config['tta'],
-                             bf16=bf16)
+    trained = train.evaluate(model, train_input, train_target, train_classes, tta=config['tta'])
     # Digit outputs trained by nothing but a learned head need not be digits: no digit error.
     digits = config['net'] == 'siamese' and (config['aux_weight'] or config['head'] == 'posterior')
     result = dict(name=config['name'], round=round_index, status='ok', seconds=seconds,
@@ -131,26 +147,32 @@ def run_round(config, seed, round_index, device='cpu', data_dir=None, validation
                   test_error=test['pair_error'], train_error=trained['pair_error'],
                   test_digit_error=test['digit_error'] if digits else None,
                   train_digit_error=trained['digit_error'] if digits else None)
-    if keep:  # for the study package's inspection of the mistakes
+    if keep:  # for the study package: the pairs, the model and its test predictions
         result['kept'] = dict(pairs=pairs, model=model, test=test)
     return result
 
 
 # ---- Many rounds in a few processes of one thread each: the same numbers with any number. ----
-def worker_start():
-    """A worker: one thread, and Ctrl-C left to the main process, which ends the workers."""
+def worker_start(main_process=False):
+    """One thread, Ctrl-C left to the main process, and a tiny training step: torch's start-up
+    cost is no round's time."""
     torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not main_process:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    x, y = torch.zeros(4, 2, 14, 14), torch.zeros(4, dtype=torch.long)
+    train.train_model(models.SiameseNet(), x, y, y[:, None].repeat(1, 2), nb_epochs=1,
+                      generator=torch.Generator())
 
 
-def run_jobs(jobs, workers):
-    """Each job's result in order, from `workers` spawned processes (a fork can deadlock torch)."""
+def run_jobs(jobs, workers, function=run_round):
+    """function(config, seed, round, **options) of each job (config, seed, round, options), in
+    order, from `workers` spawned processes (a fork can deadlock torch) or this one."""
     if workers == 1:
-        torch.set_num_threads(1)
-        yield from (run_round(*job[:3], **job[3]) for job in jobs)
+        worker_start(main_process=True)
+        yield from (function(*job[:3], **job[3]) for job in jobs)
         return
     pool = ProcessPoolExecutor(workers, multiprocessing.get_context('spawn'), worker_start)
-    futures = [pool.submit(run_round, *job[:3], **job[3]) for job in jobs]
+    futures = [pool.submit(function, *job[:3], **job[3]) for job in jobs]
     try:
         yield from (future.result() for future in futures)
     except BaseException:  # Ctrl-C or a failed round: end the running rounds now; the pool then
@@ -161,84 +183,95 @@ def run_jobs(jobs, workers):
         pool.shutdown()
 
 
-# ---- The command line: test.py's own flags; a research flag hands it all to study/. ----
-STUDY_FLAGS = ('--study', '--fast', '--variant', '--reproduce', '--bench', '--choose', '--save',
-               '--json', '--epochs', '--batch_size', '--lr', '--pairs', '--test_pairs',
-               '--validation', '--threads', '--verbose', '--no_channels_last')
+def machine(args):
+    """The device and number of worker processes; ValueError for torch < 1.4 or no GPU for cuda."""
+    if tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) < (1, 4):
+        raise ValueError('torch {} is installed; this project needs torch 1.4 or newer'.format(
+            torch.__version__))
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('--device cuda: there is no CUDA GPU here; use --device cpu')
+    cuda = args.device == 'cuda' or args.device == 'auto' and torch.cuda.is_available()
+    # One process drives a GPU; Python 3.6 cannot spawn workers with this pool.
+    single = cuda or sys.version_info < (3, 7)
+    return 'cuda' if cuda else 'cpu', 1 if single else args.workers or multiprocessing.cpu_count()
 
 
-def parse_args(argv):
-    """test.py's own flags; a bad one ends the run with one line and status 2."""
-    parser = argparse.ArgumentParser(prog='test.py', description=__doc__.split('?')[0] + '?',
-                                     epilog='Research flags, which need the package study/ '
-                                     '(study/README.md): ' + ', '.join(STUDY_FLAGS) + '.')
+# ---- The command line. ----
+def add_flags(parser):
+    """The flags of test.py, which python -m study shares."""
+    def at_least(low):
+        def number(text):
+            if not text.isdigit() or int(text) < low:
+                raise argparse.ArgumentTypeError('{} is not a whole number >= {}'.format(text, low))
+            return int(text)
+        return number
     add = parser.add_argument
-    add('--rounds', type=int, help='rounds per row, fresh pairs and weights each (default 10)')
-    add('--seed', type=int, default=0, help='base seed of every round (default 0)')
-    add('--quick', action='store_true', help='smoke run: 1 round, 2 epochs, a fifth of the pairs')
-    add('--data_dir', help='folder of mnist/MNIST/raw/ (default $PYTORCH_DATA_DIR, else ./data)')
+    add('--rounds', type=at_least(1), help='rounds per row, fresh pairs and weights each (default 10; '
+        '1 with --quick)')
+    add('--seed', type=at_least(0), default=SEED, help='base seed of every round (default {})'.format(SEED))
+    add('--quick', action='store_true', help='smoke run: 2 epochs, a fifth of the pairs, 1 round '
+        'unless --rounds says otherwise')
+    add('--data_dir', help='folder holding mnist/MNIST/raw/, the four MNIST files (.gz or '
+        'unpacked; missing ones are downloaded) (default $PYTORCH_DATA_DIR, else ./data)')
     add('--device', default='auto', choices=('auto', 'cpu', 'cuda'), help='auto: cuda if any')
-    add('--workers', type=int, help='processes running rounds (default: one per core)')
-    add('--no_bf16', action='store_true', help='float32 even where bfloat16 is native')
-    parser.error = lambda message: sys.exit(fail('{} (see --help)'.format(message), 2))
-    args = parser.parse_args(argv)
-    for name, low in (('rounds', 1), ('seed', 0), ('workers', 1)):
-        if getattr(args, name) is not None and getattr(args, name) < low:
-            parser.error('argument --{}: {} is out of range: use a whole number >= {}'.format(
-                name, getattr(args, name), low))
-    args.rounds = args.rounds or (1 if args.quick else 10)
-    return args
+    add('--workers', type=at_least(1), help='processes running rounds, one thread each (default: one per '
+        'core; 1 on cuda)')
+    parser.error = lambda message: sys.exit(print('{}: error: {} (see --help)'.format(
+        parser.prog, message), file=sys.stderr) or 2)
 
 
-def research(argv):
-    """A research flag: the package study/ runs the whole command line, where it is here."""
-    flag = next(a.split('=')[0] for a in argv if a.split('=')[0] in STUDY_FLAGS)
-    try:
-        from study import cli
-    except ImportError as e:
-        return fail('{} needs the package study/, which is not here (python test.py runs '
-                    'without it)'.format(flag) if e.name == 'study' else e, 2)
-    return cli.main(argv)
+def quick(config):  # a smoke run's row
+    return dict(config, nb_epochs=2, nb_pairs=max(25, config['nb_pairs'] // 5),
+                nb_test_pairs=max(25, config['nb_test_pairs'] // 5))
 
 
 def main(argv=None):
     """Runs the study; exit status 0, 1 data problem or failed round, 2 bad flags, 130 Ctrl-C."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a.split('=')[0] in STUDY_FLAGS for a in argv):
-        return research(argv)
-    args = parse_args(argv)
+    parser = argparse.ArgumentParser(prog='test.py', description=__doc__.split('?')[0] + '?',
+                                     epilog='Exit status: 0 done, 1 a data problem or a failed '
+                                     'or diverged round, 2 bad flags or torch < 1.4, 130 Ctrl-C.')
+    add_flags(parser)
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 10)
     try:
-        device = train.check_torch_and_device(args.device)
+        device, workers = machine(args)
         prologue.downsampled('train', args.data_dir), prologue.downsampled('test', args.data_dir)
     except ValueError as e:
         return fail(e, 2)
     except prologue.DataError as e:  # MNIST is read and checked once, before any round starts
         return fail(e, 1)
-    quick = dict(nb_epochs=2, nb_pairs=200, nb_test_pairs=200) if args.quick else {}
-    rows = [dict(config, **quick) for config in ROWS]
-    options = train.speed_paths(device, args.no_bf16, data_dir=args.data_dir)
-    jobs = [(config, args.seed, k, options) for k in range(args.rounds) for config in rows]
-    workers = min(len(jobs), args.workers or multiprocessing.cpu_count())
-    workers = 1 if device == 'cuda' or sys.version_info < (3, 7) else workers  # 3.6: no spawn
+    rows = [quick(config) if args.quick else config for config in ROWS]
+    options = dict(device=device, data_dir=args.data_dir,
+                   channels_last=hasattr(torch, 'channels_last'))  # torch 1.5 and later
     print('{} rows x {} rounds, seed {}, {} training and {} test pairs; {}, {} process(es) of one '
-          'thread; speed paths: {}; torch {}'.format(
-              len(rows), args.rounds, args.seed, rows[0]['nb_pairs'], rows[0]['nb_test_pairs'],
-              device, workers, train.speed_path_names(options), torch.__version__), flush=True)
-    runs, start, status = {config['name']: [] for config in rows}, time.perf_counter(), 0
-    try:
-        for result in run_jobs(jobs, workers):
-            runs[result['name']].append(result)
-            print(train.round_line(result), flush=True)
-            status = status or int(result['status'] != 'ok')
-    except KeyboardInterrupt:
-        status = fail('interrupted: the table keeps the rounds that finished', 130)
-    except Exception as e:  # a round that failed, or a worker process that died
-        status = fail('a round failed ({}: {}); rerun with --workers 1 to see it alone'.format(
-            type(e).__name__, (str(e).strip() or 'no message').split('\n')[0]), 1)
-    print('\n'.join(train.table(rows, runs, CONTRASTS)))
+          'thread; torch {}'.format(len(rows), args.rounds, args.seed, rows[0]['nb_pairs'],
+                                    rows[0]['nb_test_pairs'], device, workers, torch.__version__),
+          flush=True)
+    start = time.perf_counter()
+    runs, error = run_rows(rows, args.seed, args.rounds, workers, options, CONTRASTS)
     print('\n{} rounds in {:.1f} s'.format(sum(map(len, runs.values())),
                                           time.perf_counter() - start))
-    return status
+    if error:
+        return fail(error, 130 if error.startswith('interrupted') else 1)
+    return int(any(r['status'] != 'ok' for results in runs.values() for r in results))
+
+
+def run_rows(rows, seed, rounds, workers, options, contrasts, function=run_round):
+    """Every row for every round (round-major: an interruption keeps whole rounds), a line per
+    round, then the table; returns {row name: results} and what stopped it early (or None)."""
+    jobs = [(config, seed, k, options) for k in range(rounds) for config in rows]
+    runs, error = {config['name']: [] for config in rows}, None
+    try:
+        for result in run_jobs(jobs, min(workers, len(jobs)), function):
+            runs[result['name']].append(result)
+            print(train.round_line(result), flush=True)
+    except KeyboardInterrupt:
+        error = 'interrupted: the table keeps the rounds that finished'
+    except Exception as e:  # a round that failed, or a worker process that died
+        error = 'a round failed ({}: {}); rerun with --workers 1 to see it alone'.format(
+            type(e).__name__, (str(e).strip() or 'no message').split('\n')[0])
+    print('\n'.join(train.table(rows, runs, contrasts)))
+    return runs, error
 
 
 def fail(message, status):

@@ -1,11 +1,7 @@
-"""Training and evaluation: a hand-written mini-batch loop over tensors, one evaluation function,
-and the figures of many rounds.
-
-The loss is cross-entropy on the pair target plus, when `aux_weight > 0`, `aux_weight` times the
-cross-entropy of the digit logits on both digit classes. The auxiliary loss lives here, not in
-the model, so a variant with and without it is the same network.
-"""
-import contextlib
+"""Training and evaluation (a plain mini-batch loop over tensors, one evaluation function) and
+the figures of many rounds. The loss is the pair cross-entropy plus `aux_weight` times the digit
+cross-entropy of both digits: the auxiliary loss lives here, so a variant with and without it is
+the same network."""
 import functools
 import math
 
@@ -15,51 +11,6 @@ import torch.nn.functional as F
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-######################################################################
-# Speed paths: each used where the installed torch and the machine have it, found by trying it.
-# None changes what is computed; each rounds sums its own way, so the numbers move within noise.
-
-def cpu_flags():
-    """The instruction sets this CPU announces (Linux; empty elsewhere)."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = [line.split(':', 1)[1] for line in f if line.startswith('flags')]
-        return flags[0].split() if flags else []
-    except OSError:
-        return []
-
-
-def bf16_kind():
-    """How this CPU computes bfloat16: 'amx' (Intel AMX tiles), 'avx512_bf16' (vector
-    instructions), or 'none' (emulated, slower than float32)."""
-    flags = cpu_flags()
-    return 'amx' if 'amx_bf16' in flags else 'avx512_bf16' if 'avx512_bf16' in flags else 'none'
-
-
-@functools.lru_cache(maxsize=None)
-def native_bf16(device='cpu'):
-    """True where bfloat16 autocast runs in hardware: a CPU with AVX512-BF16 or AMX (elsewhere
-    oneDNN emulates it, slower than float32), or a GPU that supports it; and a torch with
-    autocast on that device (torch 1.10 and later)."""
-    if device == 'cuda':
-        supported = getattr(torch.cuda, 'is_bf16_supported', lambda: False)
-        if not supported():
-            return False
-    elif bf16_kind() == 'none':
-        return False
-    # Tried on the operations of a digit branch, forward and backward: torch 1.10's CPU autocast
-    # runs a linear layer in bfloat16 but has no bfloat16 max pooling.
-    try:
-        with autocast(device, True):
-            x = torch.ones(2, 1, 4, 4, device=device, requires_grad=True)
-            x = F.max_pool2d(F.conv2d(x, torch.ones(2, 1, 3, 3, device=device), padding=1), 2)
-            x = F.batch_norm(x, None, None, training=True).flatten(1)
-            F.linear(x, torch.ones(2, 8, device=device)).float().sum().backward()
-        return True
-    except (AttributeError, NotImplementedError, RuntimeError, TypeError):
-        return False
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,31 +26,10 @@ def fused_adamw(device='cpu'):
         return False
 
 
-def channels_last_works():
-    """True where torch has the channels-last memory format (torch 1.5 and later)."""
-    return hasattr(torch, 'channels_last')
-
-
-def autocast(device, enabled):
-    if not enabled:
-        return contextlib.ExitStack()  # does nothing: Python 3.6 has no nullcontext
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-
-
-def standardize(train_input, *inputs):
-    """Standardizes every input with the mean and std of the training input."""
-    mean, std = train_input.mean(), train_input.std()
-    return [(x - mean) / std for x in (train_input,) + inputs]
-
-
 def deskew(input):
-    """Shears each image horizontally so its ink leans neither left nor right, about its centre of
-    mass (the classic MNIST deskewing). Input: raw images, background 0, N x C x H x W.
-
-    It uses nothing but the image itself, so it is applied alike to training and test digits;
-    slant is a way of writing, not a part of the digit, and 750-1000 training pairs are too few
-    to learn it away.
-    """
+    """Shears each image (raw, background 0, N x C x H x W) so its ink leans neither left nor
+    right about its centre of mass (classic MNIST deskewing): it reads the image alone, so it
+    applies alike to training and test digits; 1000 pairs are too few to learn slant away."""
     n, c, h, w = input.shape
     images = input.reshape(n * c, h, w)
     y = torch.arange(h, dtype=input.dtype, device=input.device).view(1, h, 1)
@@ -123,7 +53,8 @@ def prepare_inputs(train_input, test_input, deskew_digits):
     statistics only: a test input never depends on the other test inputs."""
     if deskew_digits:
         train_input, test_input = deskew(train_input), deskew(test_input)
-    return standardize(train_input, test_input)
+    mean, std = train_input.mean(), train_input.std()
+    return (train_input - mean) / std, (test_input - mean) / std
 
 
 def shift_images(input, max_shift, generator=None, shifts=None):
@@ -160,15 +91,13 @@ def one_cycle(total_steps, warmup=0.25):
                          else (total_steps - step) / (total_steps - rise + 1))
 
 
-# The settings of a row that train_model takes.
 TRAINING = ('nb_epochs', 'mini_batch_size', 'lr', 'weight_decay', 'aux_weight', 'shift', 're_pair',
-            'schedule')
+            'schedule')  # the settings of a row that train_model takes
 
 
 def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
                 mini_batch_size=100, lr=1e-3, weight_decay=0.0, aux_weight=0.0, shift=0,
-                re_pair=False, schedule='constant', generator=None, bf16=False,
-                on_epoch=None):
+                re_pair=False, schedule='constant', generator=None, on_epoch=None):
     """Trains in place with AdamW; returns each epoch's mean loss. shift: random shifts of up to
     this many pixels; re_pair: new pairs of the digits each epoch (needs the digit loss); schedule:
     'constant' or 'onecycle'; on_epoch(epoch, model) after each epoch (learning curves)."""
@@ -180,12 +109,10 @@ def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
     nb_batches = math.ceil(train_input.size(0) / mini_batch_size)
     fused = dict(fused=True) if fused_adamw(device.type) else {}
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **fused)
-    scheduler = None
-    if schedule == 'onecycle':
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, one_cycle(nb_epochs * nb_batches))
-    elif schedule != 'constant':
+    if schedule not in ('constant', 'onecycle'):
         raise ValueError(f"unknown schedule {schedule!r}; choose 'constant' or 'onecycle'")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle(nb_epochs * nb_batches)
+                                                  if schedule == 'onecycle' else lambda step: 1)
     losses = []
     for epoch in range(nb_epochs):
         model.train()
@@ -200,18 +127,16 @@ def train_model(model, train_input, train_target, train_classes, nb_epochs=25,
             batches[-2:] = [torch.cat(batches[-2:])]
         total = torch.zeros((), device=device)
         for batch in batches:
-            with autocast(device, bf16):
-                pair_logits, digit_logits = model(input[batch])
-                loss = F.cross_entropy(pair_logits.float(), target[batch])
-                if aux_weight > 0:
-                    loss = loss + aux_weight * F.cross_entropy(
-                        digit_logits.float().reshape(-1, 10), classes[batch].reshape(-1))
+            pair_logits, digit_logits = model(input[batch])
+            loss = F.cross_entropy(pair_logits, target[batch])
+            if aux_weight > 0:
+                loss = loss + aux_weight * F.cross_entropy(digit_logits.reshape(-1, 10),
+                                                           classes[batch].reshape(-1))
             for p in model.parameters():  # as zero_grad(set_to_none=True), which torch < 1.7 lacks
                 p.grad = None
             loss.backward()
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
+            scheduler.step()
             total += loss.detach() * batch.numel()
         losses.append(total.item() / input.size(0))
         if not math.isfinite(losses[-1]):
@@ -225,29 +150,17 @@ TTA_SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
 
 
 @torch.no_grad()
-def evaluate(model, input, target, classes=None, mini_batch_size=500, tta=False, bf16=False):
+def evaluate(model, input, target, classes=None, mini_batch_size=500, tta=False):
     """Pair and digit error in % (digit error None without digit outputs or classes) and the
     predictions; tta: average the probabilities over the image and its four one-pixel shifts."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     pair_p, digit_p = [], []
     for x in input.split(mini_batch_size):
-        versions = [x]
-        if tta:
-            versions = [shift_images(x, 1, shifts=torch.tensor(s).expand(x.size(0), 2, 2))
-                        for s in TTA_SHIFTS]
-        p_sum = d_sum = None
-        for v in versions:
-            with autocast(device, bf16):
-                pair_logits, digit_logits = model(v)
-            p = pair_logits.float().softmax(1)
-            p_sum = p if p_sum is None else p_sum + p
-            if digit_logits is not None:
-                d = digit_logits.float().softmax(-1)
-                d_sum = d if d_sum is None else d_sum + d
-        pair_p.append(p_sum)
-        digit_p.append(d_sum)
+        outputs = [model(shift_images(x, 1, shifts=torch.tensor(s).expand(x.size(0), 2, 2)))
+                   for s in TTA_SHIFTS] if tta else [model(x)]
+        pair_p.append(sum(pair.softmax(1) for pair, _ in outputs))  # 0 + p is p exactly
+        digit_p.append(None if outputs[0][1] is None else sum(d.softmax(-1) for _, d in outputs))
     model.train(was_training)
     pair_pred = torch.cat(pair_p).argmax(1)
     result = {'pair_error': 100.0 * (pair_pred != target).float().mean().item(),
@@ -264,11 +177,8 @@ def evaluate(model, input, target, classes=None, mini_batch_size=500, tta=False,
 
 def mean_std(values):
     """Mean and sample standard deviation (n - 1; None for one value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return mean, std
+    mean, n = sum(values) / len(values), len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
 
 
 def t_quantile(level, df):
@@ -287,20 +197,58 @@ def t_quantile(level, df):
     return (low + high) / 2
 
 
-def contrast(runs, names, nb_contrasts):
-    """Name, mean and Bonferroni-adjusted interval (95 % for the family of nb_contrasts) of a
-    contrast of test errors: (a, b) is a - b and (a, b, c, d) is (a - b) - (c - d), over the
-    rounds its rows all finished; runs: {row name: results}. No mean below two rounds."""
-    errors = [{r['round']: r['test_error'] for r in runs[n] if r['status'] == 'ok'} for n in names]
+def contrast(runs, weights, relative=False):
+    """A contrast of test errors, round by round over the rounds its rows all finished: the sum of
+    weight x error ({'ws': 1, 'plain': -1} is ws - plain), on the log scale when relative (so
+    ws / plain as a log ratio); runs: {row name: results}. None where a log meets a zero error."""
+    errors = [{r['round']: r['test_error'] for r in runs.get(n, []) if r['status'] == 'ok'}
+              for n in weights]
     rounds = sorted(set.intersection(*map(set, errors)))
-    signs = (1, -1, -1, 1)[:len(names)]
-    diffs = [sum(sign * e[r] for sign, e in zip(signs, errors)) for r in rounds]
-    text = ' - '.join(names) if len(names) == 2 else '({} - {}) - ({} - {})'.format(*names)
-    if len(diffs) < 2:
-        return text, None, None
-    mean, std = mean_std(diffs)
-    half = t_quantile(1 - 0.05 / nb_contrasts, len(diffs) - 1) * std / math.sqrt(len(diffs))
-    return text, mean, (mean - half, mean + half)
+    if relative and any(e[k] <= 0 for e in errors for k in rounds):
+        return None
+    scale = math.log if relative else float
+    return [sum(w * scale(e[k]) for w, e in zip(weights.values(), errors)) for k in rounds]
+
+
+def interval(values, level=0.95):
+    """The mean of values and its Student t interval at level; None below two values."""
+    if not values or len(values) < 2:
+        return None
+    mean, std = mean_std(values)
+    half = t_quantile(level, len(values) - 1) * std / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def family(runs, contrasts):
+    """Each contrast of a study's family (name, weights, relative) with its mean and interval,
+    Bonferroni-adjusted: each at level 1 - 0.05 / m for the family's m contrasts. A relative one
+    is given as the change in % of the error (exp of the mean log ratio, minus 1)."""
+    level = 1 - 0.05 / len(contrasts) if contrasts else 0.95
+    out = []
+    for name, weights, relative in contrasts:
+        values = contrast(runs, weights, relative)
+        ci = interval(values, level) if values else None
+        if ci and relative:
+            ci = tuple(100 * (math.exp(v) - 1) for v in ci)
+        out.append(dict(name=name, weights=weights, relative=relative, family=len(contrasts),
+                        level=level, n=len(values or ()),
+                        **(dict(mean=ci[0], ci=list(ci[1:])) if ci else {})))
+    return out
+
+
+def signed(x, digits=2):
+    """x with its sign; a value that rounds to zero is +0, never -0."""
+    text = '{:+.{}f}'.format(x, digits)
+    return text.replace('-', '+') if float(text) == 0 else text
+
+
+def contrast_text(c):
+    """'+mean [low, high] pp' (or '%' for a relative contrast), or why there is none."""
+    if 'mean' not in c:
+        return 'needs two rounds' if c['n'] < 2 else 'no log of a zero error'
+    d = 0 if c['relative'] else 2
+    return '{} [{}, {}] {}'.format(signed(c['mean'], d), signed(c['ci'][0], d),
+                                   signed(c['ci'][1], d), '%' if c['relative'] else 'pp')
 
 
 def round_line(r):
@@ -313,55 +261,30 @@ def round_line(r):
                                     r['train_error'], r['seconds']))
 
 
+def pm(values):
+    """'mean ± std' of the values that are not None, the mean alone for one, or '-'."""
+    values = [v for v in values if v is not None]
+    mean, std = mean_std(values) if values else (None, None)
+    return '-' if mean is None else '{:.2f}'.format(mean) + (
+        '' if std is None else ' ± {:.2f}'.format(std))
+
+
 def table(rows, runs, contrasts):
     """Lines: each row's mean ± std over its finished rounds, then the family of contrasts with
     Bonferroni-adjusted intervals; rows: configs, runs: {row name: results}."""
-    def pm(values):
-        mean, std = mean_std(values) if values else (None, None)
-        if mean is None:
-            return '-'
-        return '{:.2f}'.format(mean) if std is None else '{:.2f} ± {:.2f}'.format(mean, std)
-    form = '{:<15} {:>7} {:>14} {:>14} {:>13} {:>6}'
+    form = '{:<22} {:>7} {:>14} {:>14} {:>13} {:>6}'
     lines = ['', form.format('row', 'params', 'test error %', 'digit error %', 'train error %',
                              's/run')]
     for config in rows:
         ok = [r for r in runs[config['name']] if r['status'] == 'ok']
-        figures = [pm([r[key] for r in ok if r[key] is not None])
-                   for key in ('test_error', 'test_digit_error', 'train_error')]
+        figures = [pm([r[key] for r in ok]) for key in ('test_error', 'test_digit_error',
+                                                         'train_error')]
         seconds = '{:.2f}'.format(sum(r['seconds'] for r in ok) / len(ok)) if ok else '-'
         lines.append(form.format(config['name'], ok[0]['nb_parameters'] if ok else '-', *figures,
                                  seconds))
     if contrasts:
-        lines += ['', 'Paired differences of test error (pp) on the same rounds, 95 % intervals '
-                  'Bonferroni-adjusted for these {} contrasts:'.format(len(contrasts))]
-    signed = lambda x: '{:+.2f}'.format(x).replace('-0.00', '+0.00')
-    for names in contrasts:
-        text, mean, ci = contrast(runs, names, len(contrasts))
-        figure = ('needs two rounds' if mean is None
-                  else '{} [{}, {}]'.format(signed(mean), signed(ci[0]), signed(ci[1])))
-        lines.append('  {:<34} {}'.format(text, figure))
+        lines += ['', 'Paired differences of test error on the same rounds (pp; %: relative '
+                  'change), 95 % intervals Bonferroni-adjusted for these {}:'.format(len(contrasts))]
+    for c in family(runs, contrasts):
+        lines.append('  {:<34} {}'.format(c['name'], contrast_text(c)))
     return lines
-
-
-def check_torch_and_device(device):
-    """The device to run on ('auto': cuda if there is one); ValueError for a torch below 1.4 or
-    --device cuda without a GPU."""
-    if tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) < (1, 4):
-        raise ValueError('torch {} is installed; this project needs torch 1.4 or newer'.format(
-            torch.__version__))
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('--device cuda: there is no CUDA GPU here; use --device cpu')
-    return 'cuda' if device == 'cuda' or device == 'auto' and torch.cuda.is_available() else 'cpu'
-
-
-def speed_paths(device, no_bf16=False, no_channels_last=False, **options):
-    """run_round's options for the speed paths this machine and torch have (unless refused)."""
-    return dict(options, device=device, allow_bf16=not no_bf16 and native_bf16(device),
-                channels_last=not no_channels_last and channels_last_works())
-
-
-def speed_path_names(options):
-    names = [name for name, on in (('channels-last', options['channels_last']),
-                                   ('bf16 autocast', options['allow_bf16']),
-                                   ('fused AdamW', fused_adamw(options['device']))) if on]
-    return ', '.join(names) or 'none'

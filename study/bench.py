@@ -1,97 +1,64 @@
-"""The benchmark behind `python test.py --bench`: every time measured here, side by side, on the
-same data and seeds, as a multiple of a fixed reference run; and the test error of each fast path
-against the plain fp32 loop on the same rounds, so a speed-up never hides a loss of accuracy."""
-import dataclasses
+"""python -m study bench: how long each model of test.py trains, one thread, on its speed path
+(channels-last) and without it, with the test error of both on the same rounds; then the same
+runs in one process and in one worker per core. It prints; it chooses nothing."""
+import multiprocessing
 import os
 import time
 
 import torch
 
+import test
 import train
-from study import provenance, runner, studies, summary
+from study import runner, studies, tuning
 
 
-def timed_runs(config, machine, rounds, seed, channels_last=False, bf16=False):
-    """rounds runs of config with the given fast paths (bf16 here forces autocast on the row).
-    Raises train.TrainingDiverged: a run that diverged has no time to compare."""
-    machine = dataclasses.replace(machine, channels_last=channels_last, allow_bf16=bf16)
-    runs = [runner.run_one(runner.Job(dict(config, bf16=bf16), seed, k), machine)
-            for k in range(rounds)]
-    for run in runs:
-        if run['status'] != 'ok':
-            raise train.TrainingDiverged(f"row {config['name']} round {run['round']}: "
-                                         f"{run['message']}")
+def timed(config, rounds, seed, device, data_dir, channels_last):
+    runs = list(test.run_jobs([(config, seed, k, dict(device=device, data_dir=data_dir,
+                                                      channels_last=channels_last))
+                               for k in range(rounds)], 1))
+    bad = [r for r in runs if r['status'] != 'ok']
+    if bad:
+        raise ValueError('row {} diverged in the benchmark: {}'.format(config['name'],
+                                                                       bad[0]['message']))
     return runs
 
 
-def run(rows, reference, machine, rounds, seed, command, parallel_row):
-    """Times the reference, then every row on every fast path; returns the results."""
-    cores = os.cpu_count() or 1
-    code = provenance.code()
-    paths = [('fp32', False, False), ('channels-last', True, False)]
-    if machine.allow_bf16:
-        paths.append(('channels-last+bf16', True, True))
-    print(f'benchmark: {rounds} rounds per model and path, one process; cpu: {provenance.cpu_name()}, '
-          f'{cores} cores, torch {torch.__version__}, native bf16 '
-          f'{"yes" if train.native_bf16(machine.device) else "no"}', flush=True)
-    # The reference runs as a course submission would: one process, all of torch's threads.
-    torch.set_num_threads(cores)
-    runner.warm_up(dataclasses.replace(machine, threads=cores))
-    ref = timed_runs(reference, machine, rounds, seed)
-    ref_summary = summary.summarize(ref)
-    ref_seconds = summary.run_seconds(ref_summary)
-    print(f"reference run ({ref[0]['nb_parameters']:,} parameters, {reference['nb_epochs']} "
-          f"epochs, fp32, {cores} threads): {ref_seconds:.2f} s, test error "
-          f"{ref_summary['test_error']['mean']:.2f} %", flush=True)
-    # Each run of a study runs in a worker with one thread: time the models the same way.
-    torch.set_num_threads(machine.threads)
-    report = []
-    print(f"\n{'model':<8} {'path':<19} {'s / run':>8} {'x ref':>6} {'speed-up':>8} "
-          f"{'test err %':>10} {'vs fp32 (pp, 95% CI)':>24}")
+def run(rounds, seed, device, data_dir, path):
+    rows = test.ROWS + [test.row('fast', 'the fast model', **test.FAST),
+                        test.row('course', "the course's recipe, ws+aux", aux_weight=1.0,
+                                 **tuning.COURSE)]
+    timed(rows[0], 1, seed, device, data_dir, True)  # torch's one-time start-up, not timed
+    print('benchmark: {} rounds per model and path, one thread; {}, torch {}'.format(
+        rounds, runner.environment()['cpu'], torch.__version__))
+    print('{:<16} {:>8} {:>10} {:>11} {:>12} {:>24}'.format(
+        'model', 'params', 's / run', 's / epoch', 'test error %', 'NCHW: s / run, error diff'))
+    models = []
     for config in rows:
-        runs = {name: timed_runs(config, machine, rounds, seed, cl, bf) for name, cl, bf in paths}
-        base = None
-        for name, cl, bf in paths:
-            s = summary.summarize(runs[name])
-            seconds = summary.run_seconds(s)
-            base = base or seconds
-            diff = summary.paired_difference(runs[name], runs['fp32']) if name != 'fp32' else None
-            print(f"{config['name']:<8} {name:<19} {seconds:>8.2f} {seconds / ref_seconds:>6.2f} "
-                  f"{base / seconds:>7.2f}x {s['test_error']['mean']:>10.2f} "
-                  f"{summary.ci_text(diff) if diff else '':>24}", flush=True)
-            report.append(dict(model=config['name'], config=studies.row_config(config), path=name,
-                               channels_last=cl, bf16=bf,
-                               seconds=seconds, summary=s, times_reference=seconds / ref_seconds,
-                               speedup_vs_fp32=base / seconds, paired_vs_fp32=diff,
-                               runs=runs[name]))
-    # Worker processes are for the CPU; one process drives a GPU.
-    parallel = [config for config in rows if config['name'] == parallel_row
-                and machine.device == 'cpu']
-    return dict(schema=1, study='bench', complete=True, command=command, errors_in='percent',
-                settings=dict(runner.machine_settings(machine), seed=seed, rounds=rounds),
-                environment=runner.environment(), code=code,
-                reference=dict(config=studies.row_config(reference), seconds=ref_seconds, runs=ref),
-                models=report,
-                parallel=processes_against_threads(parallel[0], machine, seed, cores)
-                if parallel else None)
-
-
-def processes_against_threads(config, machine, seed, cores):
-    """Wall time of the same runs in one process with all threads and in one-thread workers."""
-    n = 6 * cores  # enough runs that starting the workers is not the whole story
-    jobs = [runner.Job(config, seed, k) for k in range(n)]
-    out = {}
-    for name, workers, threads in (('1 process', 1, cores), (f'{cores} workers', cores, 1)):
-        results = []
+        fast, plain = (timed(config, rounds, seed, device, data_dir, cl) for cl in (True, False))
+        seconds = [sum(r['seconds'] for r in runs) / rounds for runs in (fast, plain)]
+        diffs = [a['test_error'] - b['test_error'] for a, b in zip(fast, plain)]
+        print('{:<16} {:>8,} {:>10.2f} {:>11.3f} {:>12} {:>10.2f}, {}'.format(
+            config['name'], fast[0]['nb_parameters'], seconds[0],
+            seconds[0] / config['nb_epochs'], train.pm([r['test_error'] for r in fast]),
+            seconds[1], train.signed(sum(diffs) / rounds)), flush=True)
+        models.append(dict(name=config['name'], config=studies.row_config(config),
+                           seconds=seconds[0], seconds_per_epoch=seconds[0] / config['nb_epochs'],
+                           seconds_nchw=seconds[1], runs=fast, runs_nchw=plain))
+    # Worker processes change nothing but the wall time: each round runs alone in one thread.
+    cores = os.cpu_count() or 1
+    jobs = [(test.ROWS[3], seed, k, dict(device=device, data_dir=data_dir, channels_last=True))
+            for k in range(2 * cores)]
+    wall = {}
+    for workers in (1, multiprocessing.cpu_count()):
         start = time.perf_counter()
-        runner.run_jobs(jobs, dataclasses.replace(machine, workers=workers, threads=threads),
-                        results.append)
-        out[name] = dict(workers=workers, threads=threads, wall_seconds=time.perf_counter() - start,
-                         test_errors=[r['test_error'] for r in sorted(results, key=lambda r: r['round'])])
-    same = len({tuple(v['test_errors']) for v in out.values()}) == 1
-    # Worker processes change nothing, but another thread count sums floats in another order.
-    why = '' if same or cores == 1 else ' (other thread count: sums in another order)'
-    print(f"\n{n} runs of {config['name']}: " + ', '.join(
-        f"{name} x {v['threads']} thread(s) {v['wall_seconds']:.1f} s" for name, v in out.items())
-        + f"; same errors: {'yes' if same else 'no'}{why}")
-    return out
+        errors = [r['test_error'] for r in test.run_jobs(jobs, workers)]
+        wall[workers] = dict(seconds=time.perf_counter() - start, test_errors=errors)
+    print('{} runs of ws+aux: {}; same errors: {}'.format(len(jobs), ', '.join(
+        '{} process(es) {:.1f} s'.format(w, v['seconds']) for w, v in wall.items()),
+        'yes' if len({tuple(v['test_errors']) for v in wall.values()}) == 1 else 'no'))
+    if path:
+        runner.write_json(path, dict(study='bench', complete=True, rounds=rounds, seed=seed,
+                                     device=device, environment=runner.environment(),
+                                     code=runner.code(), models=models, parallel=wall))
+        print('results in ' + path)
+    return 0

@@ -1,262 +1,163 @@
-"""Running a study: many rounds of test.run_round (through study/rounds.py), in worker processes
-or in this one, each result printed as it finishes, then the study's table and its results.
-
-Round r of every row draws the same pairs (test.run_round derives every seed from the base seed
-and the round), so rows are compared on paired rounds; the same seed gives the same numbers.
-"""
-import multiprocessing
+"""Running a study: test.run_round of every row and round in test.run_jobs' worker processes, with
+what a results file records of each round, then test.py's table and the results."""
+import ctypes
+import hashlib
+import json
 import os
 import platform
-import queue
-import signal
+import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
 
 import torch
 
-import dlc_practical_prologue as prologue
 import models
 import test
 import train
-from study import provenance, rounds, summary
 from study.studies import row_config
 
-
-@dataclass(frozen=True)
-class Machine:
-    """How runs execute. Only the thread count and the speed paths can change the numbers."""
-    device: str = 'cpu'
-    workers: int = 1
-    threads: int = 1
-    channels_last: bool = True
-    allow_bf16: bool = False    # bfloat16 autocast allowed here (native on this CPU, not --no_bf16)
-    data_dir: str = None
-    verbose: bool = False
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FOUR_FILES = ('test.py', 'dlc_practical_prologue.py', 'models.py', 'train.py')
 
 
-@dataclass(frozen=True)
-class Job:
-    """One row for one round."""
-    config: dict
-    seed: int
-    round: int
-    validation: bool = False
-    curves: bool = False
-    keep_mistakes: bool = False
+def digest(*tensors):
+    """12 hex digits of the tensors' contents: which pairs and initial weights a run used."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(ctypes.string_at(t.data_ptr(), t.numel() * t.element_size()))
+    return h.hexdigest()[:12]
 
 
-class WorkerError(RuntimeError):
-    """A round failed with an error, or a worker process could not start or died."""
+def study_round(config, seed, k, curves=False, mistakes_of=None, **options):
+    """test.run_round, plus the digests of its pairs and initial weights, the errors after every
+    epoch (curves), the misread test pairs (mistakes) and, for a net trained without digit
+    labels, the digit error after the best relabelling of its outputs."""
+    init = digest(*test.network(config, seed, k).state_dict().values())
+    curve = {'train_error': [], 'test_error': []}
 
-
-def run_one(job, machine):
-    """One row for one round on this machine: test.run_round with the job's flags."""
-    return rounds.run_round(job.config, job.seed, job.round, device=machine.device,
-                           channels_last=machine.channels_last, allow_bf16=machine.allow_bf16,
-                           data_dir=machine.data_dir, validation=job.validation,
-                           curves=job.curves, keep_mistakes=job.keep_mistakes,
-                           verbose=machine.verbose)
-
-
-######################################################################
-# Many rounds: in worker processes or in this one, each result handed on as it finishes.
-
-def warm_up(machine):
-    """One tiny training step, so torch's one-time start-up cost (the first backward pass is
-    slow) is not charged to the first run of a process."""
-    torch.set_num_threads(machine.threads)
-    model = models.SiameseNet().to(machine.device)
-    if machine.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    x = torch.zeros(4, 2, 14, 14, device=machine.device)
-    y = torch.zeros(4, dtype=torch.long, device=machine.device)
-    # A generator of its own: torch before 1.5 refuses generator=None in its random draws.
-    train.train_model(model, x, y, y[:, None].repeat(1, 2), nb_epochs=1, aux_weight=1.0,
-                      bf16=machine.allow_bf16, generator=torch.Generator().manual_seed(0))
-
-
-def one_line(error):
-    """An exception as one line: its type and its message's first line."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else 'no message'}"
-
-
-def worker(machine, jobs, results):
-    """A worker process: warms up, then runs jobs until it gets None. Every error, in the
-    warm-up or in a round, goes back to the parent as one line, and the worker stops."""
-    # Ctrl-C is handled by the parent, which stops the workers and saves what finished.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        warm_up(machine)
-        for job in iter(lambda: next_job(jobs), None):
-            results.put(('ok', run_one(job, machine)))
-    except Exception as e:
-        results.put(('error', one_line(e)))
-
-
-def next_job(jobs):
-    """The next job for a worker; None when there is none left or the parent process is gone
-    (killed without the chance to stop its workers), so that no worker outlives its study."""
-    parent = multiprocessing.parent_process()
-    while True:
-        try:
-            return jobs.get(timeout=1)
-        except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                return None
-
-
-def run_jobs(jobs, machine, on_result):
-    """Runs every job and calls on_result(result) as each finishes. Raises WorkerError if a
-    round fails or a worker cannot start or dies; the other workers are stopped at once."""
-    if machine.workers <= 1:
-        try:
-            warm_up(machine)
-            results = (run_one(job, machine) for job in jobs)
-            for result in results:
-                on_result(result)
-        except Exception as e:
-            raise WorkerError(one_line(e)) from e
-        return
-    # spawn, not fork: forking a process that already ran torch's thread pools can deadlock.
-    # A queue of jobs and one of results, rather than multiprocessing.Pool: a Pool starts a
-    # new worker whenever one fails to start, forever, and waits forever for a job whose
-    # worker died.
-    context = multiprocessing.get_context('spawn')
-    todo, results = context.Queue(), context.Queue()
-    todo.cancel_join_thread()  # jobs left over when we stop early are dropped, not waited for
-    for job in jobs:
-        todo.put(job)
-    processes = [context.Process(target=worker, args=(machine, todo, results), daemon=True)
-                 for _ in range(machine.workers)]
-    for process in processes:
-        todo.put(None)
-        process.start()
-    try:
-        for _ in jobs:
-            kind, payload = next_result(results, processes)
-            if kind == 'error':
-                raise WorkerError(payload)
-            on_result(payload)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join()
-
-
-def next_result(results, processes):
-    """The next result from the workers; raises WorkerError if none can come any more."""
-    while True:
-        try:
-            return results.get(timeout=1)
-        except queue.Empty:
-            pass
-        died = [p.exitcode for p in processes if p.exitcode]
-        if died or all(p.exitcode is not None for p in processes):
-            try:  # a result sent just before its worker ended
-                return results.get(timeout=1)
-            except queue.Empty:
-                pass
-            raise WorkerError(f'a worker process ended without finishing its rounds (exit code '
-                              f'{died[0] if died else 0}); rerun with --workers 1 to see why')
-
-
-######################################################################
-# A study: every row for every round.
-
-def check_data(data_dir, test):
-    """Reads (or downloads) and checks MNIST once here, before any run or worker starts;
-    raises prologue.DataError."""
-    prologue.downsampled('train', data_dir)
-    if test:
-        prologue.downsampled('test', data_dir)
-
-
-def run_study(study, rows, rounds, seed, machine, command):
-    """Runs rows (the study's, maybe narrowed or overridden) for all rounds, printing a line per
-    finished run and the table. Returns the results: `complete` is false after Ctrl-C or a
-    failed round, whose one-line message is then under `error`."""
-    reference = study.reference if any(r['name'] == study.reference for r in rows) else rows[0]['name']
-    jobs = [Job(r, seed, k, study.validation, study.curves, keep_mistakes=k == 0
-                and r['name'] == study.mistakes_of)
-            for k in range(rounds) for r in rows]  # round-major: an interruption keeps whole rounds
-    print(f"study {study.name}: {study.about}")
-    scored_on = ('scored on a held-out quarter of them' if study.validation
-                 else f"{rows[0]['nb_test_pairs']} test pairs")
-    print(f"  {len(rows)} rows x {rounds} rounds, {rows[0]['nb_pairs']} training pairs, {scored_on}, "
-          f"seed {seed}, {machine.device}, {machine.workers} worker(s) x {machine.threads} "
-          f"thread(s), channels-last {'on' if machine.channels_last else 'off'}, "
-          f"bf16 {'on' if machine.allow_bf16 else 'off'}", flush=True)
-    runs = {r['name']: [] for r in rows}
-    started, wall, code = time.strftime('%Y-%m-%dT%H:%M:%S%z'), time.perf_counter(), provenance.code()
-
-    def on_result(result):
-        runs[result['name']].append(result)
-        done = sum(map(len, runs.values()))
-        head = f"run study={study.name} row={result['name']} round={result['round']}"
-        if result['status'] != 'ok':
-            print(f"{head} diverged done={done}/{len(jobs)}", flush=True)
-            print(f"test.py: error: row {result['name']} round {result['round']}: "
-                  f"{result['message']}; try a smaller --lr", file=sys.stderr, flush=True)
-            return
-        digit = result['test_digit_error']
-        print(f"{head} {'valid' if study.validation else 'test'}_error={result['test_error']:.2f} "
-              f"digit_error={'-' if digit is None else f'{digit:.2f}'} "
-              f"train_error={result['train_error']:.2f} "
-              f"seconds={result['seconds']:.2f} "
-              f"done={done}/{len(jobs)}", flush=True)
-
-    complete, error = True, None
-    try:
-        run_jobs(jobs, machine, on_result)
-    except KeyboardInterrupt:
-        complete = False
-        print('\ninterrupted: the table and results file keep the runs that finished',
-              file=sys.stderr)
-    except WorkerError as e:  # the caller reports it, after saving the runs that finished
-        complete, error = False, str(e)
-    out_rows = []
-    for r in rows:
-        done = sorted(runs[r['name']], key=lambda x: x['round'])
-        entry = dict(name=r['name'], about=r['about'], config=row_config(r),
-                     nb_parameters=models.nb_parameters(test.network(r, 0, 0)),
-                     summary=summary.summarize(done), runs=done)
-        if r['name'] != reference:
-            entry['paired_vs_reference'] = summary.paired_difference(done, runs[reference])
-        out_rows.append(entry)
-    result = dict(
-        schema=1, study=study.name, about=study.about, complete=complete, command=command,
-        reference=reference, errors_in='percent',
-        evaluated_on='held-out training pairs' if study.validation else 'test pairs',
-        settings=dict(machine_settings(machine), seed=seed, rounds=rounds,
-                      validation=study.validation, curves=study.curves),
-        environment=environment(), code=code, started=started,
-        wall_seconds=time.perf_counter() - wall, rows=out_rows,
-        contrasts=summary.contrasts(runs, study.contrasts))
-    if error:
-        result['error'] = error
-    print()
-    print(summary.text_table(result))
-    for line in summary.contrast_lines(result):
-        print(line)
-    print(f"\n{sum(len(v) for v in runs.values())} runs in {result['wall_seconds']:.1f} s wall time")
+    def record(epoch, model, train_input, train_target, test_input, test_target):
+        for key, input, target in (('train_error', train_input, train_target),
+                                   ('test_error', test_input, test_target)):
+            curve[key].append(round(train.evaluate(model, input, target)['pair_error'], 2))
+    result = test.run_round(config, seed, k, keep=True, on_epoch=record if curves else None,
+                            **options)
+    if result['status'] != 'ok':
+        return result
+    kept = result.pop('kept')
+    result.update(init_digest=init, pairs_digest=digest(*kept['pairs']))
+    pairs, ev = kept['pairs'], {k: v.cpu() if torch.is_tensor(v) else v
+                                for k, v in kept['test'].items()}
+    if curves:
+        result['curve'] = curve
+    if config['net'] == 'siamese' and not config['aux_weight'] and config['head'] == 'posterior':
+        result['matched_digit_error'] = matched_digit_error(ev['digit_pred'], pairs[5])
+    if k == 0 and config['name'] == mistakes_of:
+        result['mistakes'] = [dict(classes=pairs[5][i].tolist(), target=pairs[4][i].item(),
+                                   predicted_digits=ev['digit_pred'][i].tolist(),
+                                   image=pairs[3][i].round().int().tolist())
+                              for i in (ev['pair_pred'] != pairs[4]).nonzero().flatten().tolist()]
     return result
 
 
-def machine_settings(machine):
-    """What a results file records of how its runs executed."""
-    return dict(device=machine.device, workers=machine.workers, threads=machine.threads,
-                channels_last=machine.channels_last, allow_bf16=machine.allow_bf16,
-                fused_adamw=train.fused_adamw(machine.device), data_dir=machine.data_dir)
+def matched_digit_error(digit_pred, classes):
+    """Digit error (%) after the best one-to-one relabelling of the ten outputs (exact, by
+    dynamic programming over the subsets of digits)."""
+    counts = [[0] * 10 for _ in range(10)]
+    for p, t in zip(digit_pred.reshape(-1).tolist(), classes.reshape(-1).tolist()):
+        counts[p][t] += 1
+    best = {0: 0}  # mask of the digits given to outputs 0..k-1 -> most agreements
+    for output in range(10):
+        nxt = {}
+        for mask, score in best.items():
+            for digit in (d for d in range(10) if not mask >> d & 1):
+                nxt[mask | 1 << digit] = max(nxt.get(mask | 1 << digit, -1),
+                                             score + counts[output][digit])
+        best = nxt
+    return 100.0 * (1 - best[(1 << 10) - 1] / classes.numel())
+
+
+def summarize(runs):
+    """n finished rounds, how many diverged, and the mean and std of every figure."""
+    ok = [r for r in runs if r['status'] == 'ok']
+    out = dict(n=len(ok), diverged=len(runs) - len(ok))
+    for key in ('test_error', 'test_digit_error', 'matched_digit_error', 'train_error',
+                'seconds'):
+        values = [r[key] for r in ok if r.get(key) is not None]
+        if values:
+            mean, std = train.mean_std(values)
+            out[key] = dict(mean=mean, std=std, min=min(values), max=max(values))
+    return out
+
+
+def run_study(study, rows, rounds, seed, device, workers, data_dir=None):
+    """Every row for every round, printed as test.py prints them; returns the results, with
+    `error` saying what stopped it early (Ctrl-C, a failed round), else None."""
+    options = dict(device=device, data_dir=data_dir, validation=study.validation,
+                   channels_last=hasattr(torch, 'channels_last'), curves=study.curves,
+                   mistakes_of=study.mistakes_of)
+    print('study {}: {}\n  {} rows x {} rounds, seed {}, {}, {} worker(s) of one thread'.format(
+        study.name, study.about, len(rows), rounds, seed, device, workers), flush=True)
+    start = time.perf_counter()
+    runs, error = test.run_rows(rows, seed, rounds, workers, options, study.contrasts,
+                                study_round)
+    wall = time.perf_counter() - start
+    print('\n{} runs in {:.1f} s'.format(sum(map(len, runs.values())), wall))
+    return dict(
+        study=study.name, about=study.about, complete=error is None, error=error,
+        command=' '.join(['python -m study'] + sys.argv[1:]),
+        evaluated_on='held-out training pairs' if study.validation else 'test pairs',
+        settings=dict(seed=seed, rounds=rounds, device=device, workers=workers, threads=1,
+                      validation=study.validation, curves=study.curves),
+        environment=environment(), code=code(), wall_seconds=wall,
+        rows=[dict(name=r['name'], about=r['about'], config=row_config(r),
+                   nb_parameters=models.nb_parameters(test.network(r, 0, 0)),
+                   summary=summarize(runs[r['name']]), runs=runs[r['name']]) for r in rows],
+        contrasts=train.family(runs, study.contrasts))
 
 
 def environment():
-    """The machine and software a results file comes from."""
+    """The machine a results file comes from (its CPU decides which float sums a run makes)."""
+    cpu = ''
+    if os.path.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f
+                        if line.startswith('model name')), '')
     return dict(torch=torch.__version__, python=platform.python_version(),
-                machine=platform.machine(), system=platform.system(),
-                cpu_count=os.cpu_count(), cpu=provenance.cpu_name(),
-                cpu_flags=provenance.cpu_flags(), bf16_kind=train.bf16_kind(),
-                native_bf16=train.native_bf16(),
+                cpu=cpu or platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
                 gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+
+
+def code():
+    """The git commit, and whether the four files differ from it."""
+    try:
+        git = lambda *a: subprocess.run(['git', '-C', ROOT] + list(a), capture_output=True,
+                                        text=True, timeout=10, check=True).stdout.strip()
+        return dict(commit=git('rev-parse', 'HEAD'),
+                    changed=bool(git('status', '--porcelain', '--', *FOUR_FILES)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_json(path, data):
+    """Whole or not at all: a temporary file in the same folder, renamed over the old one."""
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(data, f, indent=1)
+            f.write('\n')
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_json(path):
+    """A results file; rows of older code record bf16=..., which was float32 wherever they ran."""
+    with open(path) as f:
+        data = json.load(f)
+    for r in data.get('rows', []):
+        r['config'].pop('bf16', None)
+    return data

@@ -1,48 +1,48 @@
-"""The tuning study and the rule that picks the best and fast models from it.
+"""The tuning studies and the rule that picks the best and fast models from them.
 
 Every candidate is scored on held-out training pairs: each round trains on three quarters of its
 1000 training pairs and scores on the fourth, 40 rounds, never drawing a test pair. Each
 candidate changes one thing of the row it names (`vs`), so every step has a paired interval.
 
-The rule, applied by `choose` to the committed results and written in the README:
+The rule, applied by `choose` to the committed results and written in study/README.md:
   1. a candidate is beaten when another candidate validates significantly better than it: the
      95 % interval of their paired difference (other - candidate) lies below zero;
   2. among the candidates that no other beats, take the cheapest, counting costs within 10 % of
-     the cheapest as equal. The cost is a count, the same on every machine and in every run:
-     the multiply-accumulates of the conv and linear layers in a run's training (forward and
-     backward, counted as three forward passes) and test evaluation (`macs`). Measured seconds
-     move by 20 % between studies, so they are shown, never used;
+     the cheapest as equal. The cost is a count, the same on every machine: the
+     multiply-accumulates of the conv and linear layers in a run's training (a backward pass
+     counted as two forward passes) and evaluation (`macs`). Measured seconds are never used;
   3. among those, the lowest mean validation error.
-The best model is the rule applied to every candidate. The fast model is the rule applied to the
-candidates that cost at most what the course's own recipe costs (`course/ws+aux`): the best one
-can do in the time a course submission trains.
+The best model is the rule applied to every candidate; the fast model is the rule applied to the
+candidates that cost at most what the course's own recipe costs (`course/ws+aux`).
+
+The head step (`tuning_head`, declared before it ran, after the rest): the MLP head on the digit
+probabilities instead of the logits, in each of the four variants. HYP's head follows `head_verdict`.
 """
 import functools
 
 import torch
 
 import test
-from study import summary
+import train
 
 # The course's settings, the starting point of the tuning steps and the benchmark's reference.
+# Every candidate names its head: the tuning study ran with the MLP head on the logits.
 COURSE = dict(batch_norm=False, nb_epochs=25, mini_batch_size=100, lr=1e-3, schedule='constant',
-              shift=0)
+              shift=0, head='mlp')
 # The earlier best model (W): the posterior head on a branch twice as wide, 30 epochs,
 # test-time moves, deskewed digits, digit-loss weight 3; and the earlier fast model.
-W = dict(head='posterior', aux_weight=3.0, width=2, nb_epochs=30, tta=True, deskew=True,
-         bf16=True)
+W = dict(head='posterior', aux_weight=3.0, width=2, nb_epochs=30, tta=True, deskew=True)
 EARLIER_FAST = dict(W, width=1, nb_epochs=5, tta=False)
-# The row whose cost is the fast model's budget.
-BUDGET_ROW = 'course/ws+aux'
+BUDGET_ROW = 'course/ws+aux'  # the row whose cost is the fast model's budget
 SAME_COST = 1.10   # costs within 10 % of the cheapest count as equal
 
 
 def candidates():
     """(name, what it changes, overrides of test.py's HYP, the row it changes one thing of)."""
+    mlp = dict(head='mlp')
     course_aux = dict(COURSE, aux_weight=1.0)
     onecycle = dict(course_aux, batch_norm=True, schedule='onecycle', lr=1e-2, mini_batch_size=50)
-    # From here on bfloat16 autocast where the hardware has it, as in W (a speed path).
-    posterior = dict(aux_weight=1.0, head='posterior', bf16=True)
+    posterior = dict(aux_weight=1.0, head='posterior')
     chain = [dict(posterior, width=2), dict(posterior, width=2, nb_epochs=30),
              dict(posterior, width=2, nb_epochs=30, tta=True),
              dict(posterior, width=2, nb_epochs=30, tta=True, deskew=True)]
@@ -54,16 +54,17 @@ def candidates():
         ('course+bn/ws+aux', '+ batch norm', dict(course_aux, batch_norm=True), 'course/ws+aux'),
         ('course+bn+onecycle/ws+aux', '+ one-cycle schedule to 1e-2, batch 50', onecycle,
          'course+bn/ws+aux'),
-        ('ws+aux', '+ one-pixel moves: the ws+aux variant', dict(aux_weight=1.0),
+        ('ws+aux', '+ one-pixel moves: the ws+aux variant', dict(mlp, aux_weight=1.0),
          'course+bn+onecycle/ws+aux'),
-        ('ws', 'without the digit loss: the ws variant', {}, 'ws+aux'),
+        ('ws', 'without the digit loss: the ws variant', mlp, 'ws+aux'),
         ('ws+aux+re-pair', '+ new pairs of the training digits each epoch',
-         dict(aux_weight=1.0, re_pair=True), 'ws+aux'),
-        ('ws+aux/lr=3e-3', 'a lower peak learning rate', dict(aux_weight=1.0, lr=3e-3), 'ws+aux'),
-        ('ws+aux/40 epochs', 'more epochs', dict(aux_weight=1.0, nb_epochs=40), 'ws+aux'),
-        # The one-cycle step changed schedule, rate and batch together: the batch on its own.
-        ('ws+aux/batch 100', "the course's batch of 100", dict(aux_weight=1.0, mini_batch_size=100),
+         dict(mlp, aux_weight=1.0, re_pair=True), 'ws+aux'),
+        ('ws+aux/lr=3e-3', 'a lower peak learning rate', dict(mlp, aux_weight=1.0, lr=3e-3),
          'ws+aux'),
+        ('ws+aux/40 epochs', 'more epochs', dict(mlp, aux_weight=1.0, nb_epochs=40), 'ws+aux'),
+        # The one-cycle step changed schedule, rate and batch together: the batch on its own.
+        ('ws+aux/batch 100', "the course's batch of 100",
+         dict(mlp, aux_weight=1.0, mini_batch_size=100), 'ws+aux'),
         # From ws+aux to the earlier best model W, one step at a time.
         ('posterior', 'the posterior head instead of the MLP head', posterior, 'ws+aux'),
         ('posterior/width 2', '+ twice the channels', chain[0], 'posterior'),
@@ -80,7 +81,7 @@ def candidates():
                'batch 100': dict(mini_batch_size=100), 'dropout 0.1': dict(dropout=0.1),
                '40 epochs': dict(nb_epochs=40), 'width 1.5': dict(width=1.5)}
     for name, change in changes.items():
-        rows.append((f'W/{name}', f'W with {name}', dict(W, **change), 'W'))
+        rows.append(('W/' + name, 'W with ' + name, dict(W, **change), 'W'))
     for names in (('lr=3e-3', 'batch 100'), ('lr=3e-3', 'dropout 0.1'),
                   ('batch 100', 'dropout 0.1'), ('lr=3e-3', 'batch 100', 'dropout 0.1'),
                   ('lr=3e-3', 'batch 100', 'dropout 0.1', '40 epochs')):
@@ -96,9 +97,28 @@ def candidates():
                          'aux=1': dict(aux_weight=1.0), 'no deskew': dict(deskew=False),
                          'lr=2e-2': dict(lr=2e-2), 'batch 100': dict(mini_batch_size=100),
                          'width 0.5/7 epochs': dict(width=0.5, nb_epochs=7)}.items():
-        rows.append((f'fast/{name}', f'the fast model with {name}',
+        rows.append(('fast/' + name, 'the fast model with ' + name,
                      dict(EARLIER_FAST, **change), 'fast'))
     return rows
+
+
+def head_step(row, p):
+    """The four variants with the MLP head on the logits and on the probabilities."""
+    return [row(name + suffix, about + what, **dict(overrides, head=head))
+            for name, (about, overrides) in p.VARIANTS.items()
+            for suffix, what, head in (('', ', MLP head on the logits', 'mlp'),
+                                       ('/softmax', ', MLP head on the probabilities',
+                                        'mlp-softmax'))]
+
+
+def head_verdict(data):
+    """The head step's rule, declared before it ran: the MLP head reads the probabilities when,
+    in the family of the four variants' paired differences (softmax - logits, intervals
+    Bonferroni-adjusted for the four), at least one lies below zero and none above."""
+    family = [c for c in data['contrasts'] if 'ci' in c]
+    better = any(c['ci'][1] < 0 for c in family)
+    worse = any(c['ci'][0] > 0 for c in family)
+    return 'mlp-softmax' if better and not worse and len(family) == 4 else 'mlp'
 
 
 def forward_macs(config):
@@ -146,14 +166,9 @@ def _cost(config):
 
 def beaten_by(rows):
     """{row name: the rows that validate significantly better than it} among rows."""
-    out = {}
-    for r in rows:
-        out[r['name']] = []
-        for other in rows:
-            diff = summary.paired_difference(other['runs'], r['runs'])
-            if other is not r and diff and diff['ci95'][1] < 0:
-                out[r['name']].append(other['name'])
-    return out
+    runs = {r['name']: r['runs'] for r in rows}
+    better = lambda a, b: (train.interval(train.contrast(runs, test.diff(a, b))) or [0] * 3)[2] < 0
+    return {r: [o for o in runs if o != r and better(o, r)] for r in runs}
 
 
 def choose(data, budget=None, cost=cost):
@@ -171,37 +186,29 @@ def choose(data, budget=None, cost=cost):
 def choices(data):
     """{'best': row name, 'fast': row name} that the rule picks on a tuning results file, and
     the fast model's budget (`cost`)."""
-    budget = cost(summary.rows_by_name(data)[BUDGET_ROW])
+    budget = cost(by_name(data)[BUDGET_ROW])
     return dict(best=choose(data), fast=choose(data, budget), budget=budget)
 
 
-def beaten_text(names, mean):
-    """'-', or how many rows beat a row and the best of them."""
-    if not names:
-        return '-'
-    return f"{len(names)} rows, the lowest {min(names, key=mean)}"
+def by_name(data):
+    return {r['name']: r for r in data['rows']}
 
 
 def report(data, settings):
-    """Lines: every candidate with its validation error, cost and the rows that beat it, then
-    the rule's choices and whether they are the settings given ({'best': .., 'fast': ..})."""
+    """Lines: every candidate with its validation error, cost and how many candidates beat it,
+    then the rule's choices and whether they are test.py's ({'best': .., 'fast': ..})."""
     if not all(r['summary']['n'] >= 2 for r in data['rows']):
-        return ['the rule compares candidates on paired rounds: it needs two rounds or more of '
-                'every candidate (--rounds)']
-    beaten = beaten_by([r for r in data['rows'] if r['summary']['n'] >= 2])
-    rows_by_mean = lambda name: summary.rows_by_name(data)[name]['summary']['test_error']['mean']
-    header = ['candidate', 'valid. error %', 'M MACs / run', 's / run', 'beaten by']
-    seconds = lambda r: summary.num(r['summary'].get('seconds', {}).get('mean'))
-    cells = [[r['name'], summary.pm(r['summary']['test_error']), f'{cost(r):,.0f}', seconds(r),
-              beaten_text(beaten.get(r['name'], []), rows_by_mean)] for r in data['rows']]
-    chosen = choices(data)
-    rows = summary.rows_by_name(data)
-    lines = [summary.columns(header, cells, right=(1, 2, 3)), '']
+        return ['the rule compares candidates on paired rounds: it needs two rounds or more']
+    beaten, chosen = beaten_by(data['rows']), choices(data)
+    lines = ['{:<44} {:>14} {:>12} {:>9}'.format('candidate', 'valid. error %', 'M MACs/run',
+                                                 'beaten by')]
+    lines += ['{:<44} {:>14} {:>12,.0f} {:>9}'.format(
+        r['name'], train.pm([run['test_error'] for run in r['runs'] if run['status'] == 'ok']),
+        cost(r), len(beaten[r['name']])) for r in data['rows']]
     for kind, limit in (('best', 'every candidate'),
-                        ('fast', f"the candidates of at most {chosen['budget']:,.0f} M MACs per run "
-                                 f"(the cost of {BUDGET_ROW})")):
-        name = chosen[kind]
-        same = rows[name]['config'] == settings[kind]
-        lines.append(f"{kind}: {name}, the rule applied to {limit}; test.py's "
-                     f"{kind.upper()} is {'this choice' if same else 'NOT this choice'}")
+                        ('fast', 'the candidates of at most {:,.0f} M MACs per run (the cost of '
+                                 '{})'.format(chosen['budget'], BUDGET_ROW))):
+        same = by_name(data)[chosen[kind]]['config'] == settings[kind]
+        lines.append('{}: {}, the rule applied to {}; test.py\'s {} is {}'.format(
+            kind, chosen[kind], limit, kind.upper(), 'this choice' if same else 'NOT this choice'))
     return lines
