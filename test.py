@@ -42,8 +42,9 @@ HYP = dict(
     deskew=False,           # shear every digit upright first, training and test alike
     tta=False,              # average predictions over one-pixel shifts at evaluation
 )
-# The base seed of every round; seed 0 was the development seed.
-SEED = 0
+# The base seed of every round: declared, never used before, for the paper's studies on test
+# pairs (study/studies.py). Seed 0 was the development seed; its results stay in git's history.
+SEED = 20261205
 
 # What the aux variants add: the digit loss and nothing else (the course's question).
 AUX = dict(aux_weight=1.0)
