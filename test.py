@@ -27,7 +27,7 @@ HYP = dict(
     share_weights=True,     # one digit branch for both images (ws), or two (plain, aux)
     backbone='conv',        # the classic branch, near the course's 70k parameters with two branches
     width=1,                # channel multiplier of the digit branch
-    head='mlp',             # the course's learned comparison; see models.HEADS
+    head='mlp-softmax',     # head step of the tuning: a learned MLP on the digit probabilities
     batch_norm=True,        # tuning: + batch norm validates better than the course's recipe
     dropout=0.0,            # no dropout (the regularization study measures it)
     kind='fc', depth=2, hidden=128,  # pairnet only: 'fc' or 'conv', hidden layers, their units
