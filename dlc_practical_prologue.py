@@ -9,6 +9,7 @@ the fix. Importing this module has no side effects.
 """
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import urllib.request
@@ -17,7 +18,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-MIRROR = 'https://ossci-datasets.s3.amazonaws.com/mnist/'  # torchvision's; $MNIST_MIRROR replaces it
+MIRROR = 'https://ossci-datasets.s3.amazonaws.com/mnist/'  # torchvision's; or $MNIST_MIRROR
 # name: (MD5 of the unpacked content, so any faithful packing is accepted; IDX magic; shape).
 FILES = {
     'train-images-idx3-ubyte': ('6bbc9ace898e44ae57da46a324031adb', 2051, (60000, 28, 28)),
@@ -75,7 +76,7 @@ def _download(path):
         with urllib.request.urlopen(url, timeout=30) as response, open(partial, 'wb') as out:
             out.write(response.read())
         os.replace(partial, path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, http.client.HTTPException) as e:
         raise DataError('{} is missing and could not be downloaded from {} ({}); put the four '
                         'MNIST files in {}'.format(path, url, getattr(e, 'reason', e),
                                                    os.path.dirname(path))) from None
@@ -85,7 +86,7 @@ def _download(path):
 
 
 def downsampled(split='train', data_dir=None):
-    """The split as float32 N x 1 x 14 x 14 on the 0-255 scale (avg_pool2d, kernel 2), and labels."""
+    """The split as float32 N x 1 x 14 x 14, 0-255 scale (avg_pool2d, kernel 2), and labels."""
     root = data_dir or os.environ.get('PYTORCH_DATA_DIR') or './data'
     folder = os.path.abspath(os.path.join(root, 'mnist', 'MNIST', 'raw'))
     if (folder, split) not in _cache:
@@ -96,7 +97,7 @@ def downsampled(split='train', data_dir=None):
 
 
 def mnist_to_pairs(nb, input, target, generator=None):
-    """Draws 2*nb distinct images and pairs them; target is 1 when the first digit is <= the second."""
+    """Draws 2*nb distinct images and pairs them; target 1 when the first digit is <= the second."""
     # torch 1.4 refuses generator=None; its default generator is the same draw.
     generator = torch.default_generator if generator is None else generator
     a = torch.randperm(input.size(0), generator=generator)[:2 * nb].view(nb, 2)

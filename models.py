@@ -23,7 +23,7 @@ HEADS = {
 
 
 def conv_block(c_in, c_out, kernel_size, batch_norm, padding=0, stride=1, pool=False):
-    # Pooling before batch norm and ReLU: the same max, on a quarter of the values.
+    # Pooling first, so that batch norm and ReLU work on a quarter of the values.
     return ([nn.Conv2d(c_in, c_out, kernel_size, stride, padding, bias=not batch_norm)]
             + [nn.MaxPool2d(2)] * pool + [nn.BatchNorm2d(c_out)] * batch_norm + [nn.ReLU()])
 
@@ -128,9 +128,8 @@ class ArgmaxHead(nn.Module):
 def comparison_head(head):
     if head not in HEADS:
         raise ValueError(f'unknown head {head!r}; choose from {", ".join(HEADS)}')
-    if head.startswith('mlp'):
-        return MLPHead(softmax=head == 'mlp-softmax')
-    return {'outer': OuterHead, 'posterior': PosteriorHead, 'argmax': ArgmaxHead}[head]()
+    return {'mlp': MLPHead, 'mlp-softmax': lambda: MLPHead(softmax=True), 'outer': OuterHead,
+            'posterior': PosteriorHead, 'argmax': ArgmaxHead}[head]()
 
 
 class SiameseNet(nn.Module):

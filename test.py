@@ -34,8 +34,8 @@ HYP = dict(
     nb_epochs=25,           # fixed by hand, as the course's practicals (tuning: 40 within noise)
     mini_batch_size=50,     # fixed by hand (tuning: the course's 100 within noise)
     lr=1e-2,                # tuning: AdamW's peak rate of the one-cycle schedule
-    weight_decay=0.0,       # plain AdamW steps
-    schedule='onecycle',    # tuning: a rise, then a fall to zero, beats the course's constant 1e-3
+    weight_decay=0.0,       # no weight decay: AdamW is then Adam
+    schedule='onecycle',    # tuning: a rise, then a fall, beats the course's constant 1e-3
     aux_weight=0.0,         # weight of the digit cross-entropy; 0 = no auxiliary loss
     re_pair=False,          # draw new pairs of the training digits each epoch (uses digit labels)
     shift=1,                # tuning: random shifts of up to one pixel while training help
@@ -50,7 +50,7 @@ SEED = 20261205
 AUX = dict(aux_weight=1.0)
 # The best and fast models, the rule's picks on held-out training pairs (python -m study choose):
 # the posterior head, twice the channels, digit-loss weight 3, 30 epochs, re-pairing, deskewing,
-# test-time shifts; fast: width 1, 8 epochs, no re-pairing or shifts.
+# test-time shifts; fast: width 1, 8 epochs, no re-pairing or test-time shifts.
 BEST = dict(width=2, head='posterior', aux_weight=3.0, deskew=True, nb_epochs=30, tta=True,
             re_pair=True)
 FAST = dict(BEST, width=1, nb_epochs=8, tta=False, re_pair=False)
@@ -207,16 +207,16 @@ def add_flags(parser):
             return int(text)
         return number
     add = parser.add_argument
-    add('--rounds', type=at_least(1), help='rounds per row, fresh pairs and weights each (default 10; '
-        '1 with --quick)')
-    add('--seed', type=at_least(0), default=SEED, help='base seed of every round (default {})'.format(SEED))
+    add('--rounds', type=at_least(1), help='rounds per row, fresh pairs and weights each '
+        '(default 10; 1 with --quick)')
+    add('--seed', type=at_least(0), default=SEED, help='base seed of every round (default %(default)s)')
     add('--quick', action='store_true', help='smoke run: 2 epochs, a fifth of the pairs, 1 round '
         'unless --rounds says otherwise')
     add('--data_dir', help='folder holding mnist/MNIST/raw/, the four MNIST files (.gz or '
         'unpacked; missing ones are downloaded) (default $PYTORCH_DATA_DIR, else ./data)')
     add('--device', default='auto', choices=('auto', 'cpu', 'cuda'), help='auto: cuda if any')
-    add('--workers', type=at_least(1), help='processes running rounds, one thread each (default: one per '
-        'core; 1 on cuda)')
+    add('--workers', type=at_least(1), help='processes running rounds, one thread each '
+        '(default: one per core; always 1 on cuda and on Python 3.6)')
     parser.error = lambda message: sys.exit(print('{}: error: {} (see --help)'.format(
         parser.prog, message), file=sys.stderr) or 2)
 
@@ -239,11 +239,12 @@ def main(argv=None):
         prologue.downsampled('train', args.data_dir), prologue.downsampled('test', args.data_dir)
     except ValueError as e:
         return fail(e, 2)
-    except prologue.DataError as e:  # MNIST is read and checked once, before any round starts
-        return fail(e, 1)
+    except (prologue.DataError, KeyboardInterrupt) as e:  # MNIST is read once, before any round
+        stop = isinstance(e, KeyboardInterrupt)
+        return fail('interrupted before any round' if stop else e, 130 if stop else 1)
     rows = [quick(config) if args.quick else config for config in ROWS]
     options = dict(device=device, data_dir=args.data_dir,
-                   channels_last=hasattr(torch, 'channels_last'))  # torch 1.5 and later
+                   channels_last=hasattr(torch, 'channels_last'))  # where torch has it
     print('{} rows x {} rounds, seed {}, {} training and {} test pairs; {}, {} process(es) of one '
           'thread; torch {}'.format(len(rows), args.rounds, args.seed, rows[0]['nb_pairs'],
                                     rows[0]['nb_test_pairs'], device, workers, torch.__version__),
@@ -258,8 +259,8 @@ def main(argv=None):
 
 
 def run_rows(rows, seed, rounds, workers, options, contrasts, function=run_round):
-    """Every row for every round (round-major: an interruption keeps whole rounds), a line per
-    round, then the table; returns {row name: results} and what stopped it early (or None)."""
+    """Every row for every round (round-major: Ctrl-C keeps the first rounds of every row), a
+    line per round, then the table; returns {row name: results} and what stopped it (or None)."""
     jobs = [(config, seed, k, options) for k in range(rounds) for config in rows]
     runs, error = {config['name']: [] for config in rows}, None
     try:
@@ -275,8 +276,8 @@ def run_rows(rows, seed, rounds, workers, options, contrasts, function=run_round
     return runs, error
 
 
-def fail(message, status):
-    print('test.py: error: {}'.format(message), file=sys.stderr)
+def fail(message, status, prog='test.py'):
+    print('{}: error: {}'.format(prog, message), file=sys.stderr)
     return status
 
 

@@ -75,17 +75,17 @@ def shift_images(input, max_shift, generator=None, shifts=None):
     return padded[i, j, rows[..., :, None], cols[..., None, :]]
 
 
-def draw_new_pairs(input, classes, generator=None):
+def draw_new_pairs(input, classes, generator):
     """Draws a new random pairing of the training digits, with targets from their classes."""
     images, digits = input.reshape(-1, 1, *input.shape[2:]), classes.reshape(-1)
-    generator = torch.default_generator if generator is None else generator  # torch 1.4 needs one
     order = torch.randperm(digits.numel(), generator=generator).to(input.device)
     input, classes = images[order].view(input.shape), digits[order].view(classes.shape)
     return input, (classes[:, 0] <= classes[:, 1]).long(), classes
 
 
 def one_cycle(total_steps, warmup=0.25):
-    """Rate factor: a linear rise over the first quarter of the steps, a linear fall to zero."""
+    """Rate factor: a linear rise over the first quarter of the steps, then a linear fall to
+    1 / (the remaining steps + 1) at the last."""
     rise = max(1, round(warmup * total_steps))
     return lambda step: ((step + 1) / rise if step < rise
                          else (total_steps - step) / (total_steps - rise + 1))
@@ -181,6 +181,7 @@ def mean_std(values):
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
 
 
+@functools.lru_cache(maxsize=None)  # the same few quantiles, asked for many times
 def t_quantile(level, df):
     """q with P(|T| <= q) = level for Student's t with df degrees of freedom: Simpson's rule on
     its density, then bisection (the standard library has no t distribution)."""
@@ -231,7 +232,7 @@ def family(runs, contrasts):
         if ci and relative:
             ci = tuple(100 * (math.exp(v) - 1) for v in ci)
         out.append(dict(name=name, weights=weights, relative=relative, family=len(contrasts),
-                        level=level, n=len(values or ()),
+                        level=level, n=len(contrast(runs, weights)),
                         **(dict(mean=ci[0], ci=list(ci[1:])) if ci else {})))
     return out
 
@@ -284,7 +285,7 @@ def table(rows, runs, contrasts):
                                  seconds))
     if contrasts:
         lines += ['', 'Paired differences of test error on the same rounds (pp; %: relative '
-                  'change), 95 % intervals Bonferroni-adjusted for these {}:'.format(len(contrasts))]
+                  'change), intervals Bonferroni-adjusted for these {}:'.format(len(contrasts))]
     for c in family(runs, contrasts):
         lines.append('  {:<34} {}'.format(c['name'], contrast_text(c)))
     return lines

@@ -4,6 +4,7 @@ Its flags are test.py's (whose defaults it takes) and its own: --save, --json, -
 --reproduce. Results are written only when asked, whole, and only for a complete study.
 """
 import argparse
+import json
 import os
 import sys
 
@@ -32,12 +33,13 @@ def parse_args(argv, registry):
     parser.add_argument('--variant', metavar='NAMES', help='comma-separated rows of the study '
                         '(default: all)')
     parser.add_argument('--save', action='store_true', help='write report/results/NAME.json, '
-                        'for the study as declared only (its seed and rounds, every row)')
+                        'for the study as declared only (its seed and rounds, every row); with '
+                        "'all', each study as it completes")
     parser.add_argument('--json', metavar='PATH', help='write the results there instead (with '
                         "'all': into that folder)")
     parser.add_argument('--reproduce', action='store_true', help='rerun the committed '
                         'report/results/NAME.json as it records and say whether it agrees '
-                        '(with --rounds: its first rounds only)')
+                        '(with --rounds: its first rounds only; --json: the comparison there)')
     return parser.parse_args(argv)
 
 
@@ -65,10 +67,15 @@ def target(study, args):
                          '--variant, or write elsewhere with --json PATH'.format(
                              study.name, study.seed, study.rounds))
     folder = args.json if args.name == 'all' else None  # all: --json names a folder
-    path = os.path.join(folder or RESULTS, study.name + '.json') if args.save or folder else args.json
-    if path and not os.access(os.path.dirname(os.path.abspath(path)) or '.', os.W_OK):
-        raise UsageError('{}: its folder does not exist or is not writable'.format(path))
+    path = os.path.join(folder or RESULTS, study.name + '.json') if args.save or folder else \
+        args.json
+    writable(path)
     return path
+
+
+def writable(path):
+    if path and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        raise UsageError('{}: its folder does not exist or is not writable'.format(path))
 
 
 def run(args, registry):
@@ -84,7 +91,8 @@ def run(args, registry):
         print('\n'.join(tuning.report(data, settings)))
         path = os.path.join(RESULTS, 'tuning_head.json')
         head = runner.load_json(path) if os.path.exists(path) else None
-        print('head step: not run yet' if head is None else 'head step: the MLP head reads {}; test.py\'s head is {}'.format(
+        print('head step: not run yet' if head is None else 'head step: the MLP head reads {}; '
+              'test.py\'s head is {}'.format(
             'the probabilities' if tuning.head_verdict(head) == 'mlp-softmax' else 'the logits',
             test.HYP['head']))
         return 0
@@ -93,15 +101,19 @@ def run(args, registry):
             name, ', '.join(registry)))
     device, workers = test.machine(args)
     if args.reproduce:
-        if name in ('all', 'bench') or args.save or args.seed is not None or args.variant:
+        if name in ('all', 'bench') or args.save or args.seed is not None or args.variant or \
+                args.quick:
             raise UsageError('--reproduce reruns one committed study as recorded: give its name '
-                             'and no --save, --seed or --variant')
+                             'and no --save, --seed, --quick or --variant')
         path = os.path.join(RESULTS, name + '.json')
+        writable(args.json)
         return reproduce.run(runner.load_json(path), registry[name], args.rounds, device,
-                             workers, args.data_dir)
+                             workers, args.data_dir, args.json)
     if name == 'bench':
-        return bench.run(args.rounds or 3, args.seed or test.SEED, device, args.data_dir,
-                         target(studies.Study('bench', '', [], rounds=3), args))
+        if args.quick or args.variant:
+            raise UsageError('bench times every model as it is: drop --quick and --variant')
+        return bench.run(args.rounds or 3, test.SEED if args.seed is None else args.seed, device,
+                         args.data_dir, target(studies.Study('bench', '', [], rounds=3), args))
     chosen = [s for s in registry.values() if s.in_all] if name == 'all' else [registry[name]]
     plan = [(s, rows_of(s, args), target(s, args)) for s in chosen]
     status = 0
@@ -116,10 +128,11 @@ def run(args, registry):
         if path and result['complete'] and not diverged:
             runner.write_json(path, result)
             print('results in ' + path)
-        elif path:
-            print('{} was not written: the study did not complete'.format(path), file=sys.stderr)
-        if result['error']:
-            return fail(result['error'], 130 if result['error'].startswith('interrupted') else 1)
+        if result['error']:  # one line: what stopped it, and that nothing was written
+            return fail(result['error'] + ('; {} was not written'.format(path) if path else ''),
+                        130 if result['error'].startswith('interrupted') else 1)
+        if path and diverged:
+            print('{} was not written: a round diverged'.format(path), file=sys.stderr)
         status = status or int(diverged)
     return status
 
@@ -130,17 +143,16 @@ def main(argv=None):
     args = parse_args(argv, registry)
     try:
         return run(args, registry)
+    except (prologue.DataError, OSError, json.JSONDecodeError, bench.Diverged) as e:
+        return fail(e, 1)
     except (UsageError, ValueError) as e:
         return fail(e, 2)
-    except (prologue.DataError, OSError) as e:
-        return fail(e, 1)
     except KeyboardInterrupt:
         return fail('interrupted', 130)
 
 
 def fail(message, status):
-    print('python -m study: error: {}'.format(message), file=sys.stderr)
-    return status
+    return test.fail(message, status, prog='python -m study')
 
 
 if __name__ == '__main__':

@@ -2,7 +2,6 @@
 (channels-last) and without it, with the test error of both on the same rounds; then the same
 runs in one process and in one worker per core. It prints; it chooses nothing."""
 import multiprocessing
-import os
 import time
 
 import torch
@@ -12,14 +11,18 @@ import train
 from study import runner, studies, tuning
 
 
+class Diverged(RuntimeError):
+    """A timed run diverged: it has no time to compare."""
+
+
 def timed(config, rounds, seed, device, data_dir, channels_last):
     runs = list(test.run_jobs([(config, seed, k, dict(device=device, data_dir=data_dir,
                                                       channels_last=channels_last))
                                for k in range(rounds)], 1))
     bad = [r for r in runs if r['status'] != 'ok']
     if bad:
-        raise ValueError('row {} diverged in the benchmark: {}'.format(config['name'],
-                                                                       bad[0]['message']))
+        raise Diverged('row {} diverged in the benchmark: {}'.format(config['name'],
+                                                                     bad[0]['message']))
     return runs
 
 
@@ -45,11 +48,11 @@ def run(rounds, seed, device, data_dir, path):
                            seconds=seconds[0], seconds_per_epoch=seconds[0] / config['nb_epochs'],
                            seconds_nchw=seconds[1], runs=fast, runs_nchw=plain))
     # Worker processes change nothing but the wall time: each round runs alone in one thread.
-    cores = os.cpu_count() or 1
+    cores = multiprocessing.cpu_count()
     jobs = [(test.ROWS[3], seed, k, dict(device=device, data_dir=data_dir, channels_last=True))
             for k in range(2 * cores)]
     wall = {}
-    for workers in (1, multiprocessing.cpu_count()):
+    for workers in (1, cores):
         start = time.perf_counter()
         errors = [r['test_error'] for r in test.run_jobs(jobs, workers)]
         wall[workers] = dict(seconds=time.perf_counter() - start, test_errors=errors)

@@ -25,8 +25,8 @@ def compare(data, rerun):
     for r in rerun['rows']:
         old = committed[r['name']]
         new = [run for run in r['runs'] if run['round'] in old]
-        same = sum({k: v for k, v in run.items() if k not in TIMES}
-                   == {k: v for k, v in old[run['round']].items() if k not in TIMES}
+        # Identical: every figure the rerun records, times aside (older files may record more).
+        same = sum(all(old[run['round']].get(k) == v for k, v in run.items() if k not in TIMES)
                    for run in new)
         diffs = [run['test_error'] - old[run['round']]['test_error'] for run in new
                  if run['status'] == 'ok' and old[run['round']]['status'] == 'ok']
@@ -44,8 +44,9 @@ def compare(data, rerun):
     return elsewhere, out
 
 
-def run(data, study, rounds, device, workers, data_dir):
-    """Reruns the committed study; prints the comparison; 0 when every row agrees, else 1."""
+def run(data, study, rounds, device, workers, data_dir, path=None):
+    """Reruns the committed study; prints the comparison (and writes it to path); 0 when every
+    row agrees, else 1."""
     settings = data['settings']
     rows = [test.row(r['name'], r['about'], **r['config']) for r in data['rows']]
     study.rows, study.validation, study.curves = rows, settings['validation'], settings['curves']
@@ -65,4 +66,9 @@ def run(data, study, rounds, device, workers, data_dir):
             r['name'], r['rounds'], r['identical'], figure, r['verdict']))
     agree = rerun['complete'] and all(r['verdict'] in ('identical', 'consistent') for r in rows)
     print('verdict: ' + ('reproduced' if agree else 'NOT reproduced'))
+    if path:
+        runner.write_json(path, dict(study=study.name, reproduced=agree, elsewhere=elsewhere,
+                                     committed=dict(code=data['code'], **data['environment']),
+                                     environment=rerun['environment'], code=rerun['code'],
+                                     rounds=rounds, rows=rows))
     return 0 if agree else 1

@@ -30,10 +30,10 @@ def digest(*tensors):
     return h.hexdigest()[:12]
 
 
-def study_round(config, seed, k, curves=False, mistakes_of=None, **options):
+def study_round(config, seed, k, curves=False, **options):
     """test.run_round, plus the digests of its pairs and initial weights, the errors after every
-    epoch (curves), the misread test pairs (mistakes) and, for a net trained without digit
-    labels, the digit error after the best relabelling of its outputs."""
+    epoch (curves) and, for a net trained without digit labels, the digit error after the best
+    relabelling of its outputs."""
     init = digest(*test.network(config, seed, k).state_dict().values())
     curve = {'train_error': [], 'test_error': []}
 
@@ -47,17 +47,11 @@ def study_round(config, seed, k, curves=False, mistakes_of=None, **options):
         return result
     kept = result.pop('kept')
     result.update(init_digest=init, pairs_digest=digest(*kept['pairs']))
-    pairs, ev = kept['pairs'], {k: v.cpu() if torch.is_tensor(v) else v
-                                for k, v in kept['test'].items()}
     if curves:
         result['curve'] = curve
     if config['net'] == 'siamese' and not config['aux_weight'] and config['head'] == 'posterior':
-        result['matched_digit_error'] = matched_digit_error(ev['digit_pred'], pairs[5])
-    if k == 0 and config['name'] == mistakes_of:
-        result['mistakes'] = [dict(classes=pairs[5][i].tolist(), target=pairs[4][i].item(),
-                                   predicted_digits=ev['digit_pred'][i].tolist(),
-                                   image=pairs[3][i].round().int().tolist())
-                              for i in (ev['pair_pred'] != pairs[4]).nonzero().flatten().tolist()]
+        result['matched_digit_error'] = matched_digit_error(kept['test']['digit_pred'].cpu(),
+                                                            kept['pairs'][5])
     return result
 
 
@@ -95,8 +89,7 @@ def run_study(study, rows, rounds, seed, device, workers, data_dir=None):
     """Every row for every round, printed as test.py prints them; returns the results, with
     `error` saying what stopped it early (Ctrl-C, a failed round), else None."""
     options = dict(device=device, data_dir=data_dir, validation=study.validation,
-                   channels_last=hasattr(torch, 'channels_last'), curves=study.curves,
-                   mistakes_of=study.mistakes_of)
+                   channels_last=hasattr(torch, 'channels_last'), curves=study.curves)
     print('study {}: {}\n  {} rows x {} rounds, seed {}, {}, {} worker(s) of one thread'.format(
         study.name, study.about, len(rows), rounds, seed, device, workers), flush=True)
     start = time.perf_counter()

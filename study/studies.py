@@ -25,7 +25,6 @@ class Study:
     seed: int = test.SEED
     validation: bool = False   # score on held-out training pairs; never draw a test pair
     curves: bool = False       # also record the train and test error after every epoch
-    mistakes_of: str = None    # keep this row's misread test pairs of round 0
     in_all: bool = True        # run by `python -m study all` (the studies on test pairs)
 
 
@@ -41,8 +40,7 @@ def registry():
     re_pair = dict(p.AUX, re_pair=True)
     studies = [
         Study('variants', "test.py's rows: the four variants (weight sharing x aux loss), a size "
-              "control, re-pairing and the best model", p.ROWS, tuple(p.CONTRASTS),
-              mistakes_of='best'),
+              "control, re-pairing and the best model", p.ROWS, tuple(p.CONTRASTS)),
         Study('heads', 'how the two digit outputs become the pair answer (ws+aux)',
               [row(h, about, head=h, **p.AUX) for h, about in models.HEADS.items()],
               versus([('mlp-softmax', 'mlp'), ('outer', 'mlp-softmax'),
