@@ -9,6 +9,7 @@ import threading
 import pytest
 import torch
 
+sys.dont_write_bytecode = True  # no __pycache__ folders left behind, here or in the commands run
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -19,6 +20,10 @@ DATA_DIR = os.environ.get('PYTORCH_DATA_DIR') or os.path.join(ROOT, 'data')
 RAW = os.path.join(DATA_DIR, 'mnist', 'MNIST', 'raw')
 HAVE_MNIST = all(os.path.exists(os.path.join(RAW, n)) or os.path.exists(os.path.join(RAW, n + '.gz'))
                  for n in prologue.FILES)
+
+
+def pytest_report_header(config):
+    return 'MNIST from {}; the suite takes about 2 minutes on 2 cores'.format(RAW)
 
 
 def pytest_configure(config):
@@ -34,7 +39,7 @@ def config(name='t', **overrides):
 
 def command(args, cwd=ROOT, env=None, timeout=600):
     """Runs `python ARGS` in cwd with MNIST where the tests read it."""
-    env = dict(os.environ, PYTORCH_DATA_DIR=DATA_DIR, **(env or {}))
+    env = dict(os.environ, PYTORCH_DATA_DIR=DATA_DIR, PYTHONDONTWRITEBYTECODE='1', **(env or {}))
     return subprocess.run([sys.executable] + list(args), cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -44,7 +49,8 @@ def interrupt(args, cwd=ROOT, after='row='):
     (exit status, stdout, stderr). A run that never prints it is killed (a hang guard)."""
     proc = subprocess.Popen([sys.executable] + list(args), cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTORCH_DATA_DIR=DATA_DIR))
+                            env=dict(os.environ, PYTORCH_DATA_DIR=DATA_DIR,
+                                     PYTHONDONTWRITEBYTECODE='1'))
     watchdog = threading.Timer(300, proc.kill)
     watchdog.start()
     try:
