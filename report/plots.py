@@ -39,7 +39,7 @@ def rounds(plt, results):
         ax.scatter([i + o for o in offsets], values, s=8, color=COLORS[name], zorder=2)
         ax.plot([i - 0.28, i + 0.28], [mean_std(values)[0]] * 2, color='k', lw=1.0, zorder=3)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([LABELS[n] for n in names], fontsize=7)
+    ax.set_xticklabels([LABELS[n] for n in names], fontsize=7.5)
     ax.set_ylabel('test error (%)')
     ax.set_ylim(0, None)
     ax.grid(axis='y', alpha=0.3)
@@ -70,7 +70,7 @@ def curves(plt, results):
     axes[1].set_ylim(1, 60)
     axes[0].set_ylabel('error (%), log scale')
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc='lower center', ncol=4, fontsize=7, frameon=False,
+    fig.legend(handles, labels, loc='lower center', ncol=4, fontsize=7.5, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(pad=0.2, rect=(0, 0.1, 1, 1))
     return fig
@@ -94,7 +94,7 @@ def data_size(plt, results):
     ax.set_xlabel('training pairs (log scale)')
     ax.set_ylabel('test error (%), log scale')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, frameon=False, handletextpad=0.4, columnspacing=1.0)
+    ax.legend(fontsize=7.5, ncol=2, frameon=False, handletextpad=0.4, columnspacing=1.0)
     fig.tight_layout(pad=0.2)
     return fig
 
