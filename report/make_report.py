@@ -59,7 +59,8 @@ def derived(results):
     data = results['tuning']
     chosen, runs = tuning.choices(data), {r['name']: r['runs'] for r in data['rows']}
     beaten = tuning.beaten_by(data['rows'])
-    mean = lambda name: tuning.by_name(data)[name]['summary']['test_error']['mean']
+    rows = tuning.by_name(data)
+    mean = lambda name: rows[name]['summary']['test_error']['mean']
     near = []
     for name in sorted(runs, key=mean)[:4]:
         if name != chosen['best']:

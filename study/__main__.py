@@ -84,9 +84,9 @@ def run(args, registry):
         for study in registry.values():
             print('{:<16} {}'.format(study.name, study.about))
         return 0
-    settings = dict(best=studies.row_config(test.row('', '', **test.BEST)),
-                    fast=studies.row_config(test.row('', '', **test.FAST)))
     if name == 'choose':
+        settings = dict(best=studies.row_config(test.row('', '', **test.BEST)),
+                        fast=studies.row_config(test.row('', '', **test.FAST)))
         data = runner.load_json(os.path.join(RESULTS, 'tuning.json'))
         print('\n'.join(tuning.report(data, settings)))
         path = os.path.join(RESULTS, 'tuning_head.json')

@@ -28,9 +28,9 @@ class Study:
     in_all: bool = True        # run by `python -m study all` (the studies on test pairs)
 
 
-def versus(pairs, relative=False):
-    """A family of differences a - b."""
-    return tuple(('{} - {}'.format(a, b), diff(a, b), relative) for a, b in pairs)
+def versus(pairs):
+    """A family of differences a - b, in percentage points."""
+    return tuple(('{} - {}'.format(a, b), diff(a, b), False) for a, b in pairs)
 
 
 def registry():

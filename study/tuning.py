@@ -147,13 +147,6 @@ def macs(config, validation=True):
     return forward_macs(config) * passes
 
 
-def run_cost(data, row):
-    """Millions of multiply-accumulates of one run of the row as its study ran it: on held-out
-    training pairs (the tuning rule's cost) or on the test pairs."""
-    return macs(dict(test.HYP, **row['config']),
-                validation=data['evaluated_on'] != 'test pairs') / 1e6
-
-
 def cost(row):
     """A tuning row's cost: millions of multiply-accumulates per run (`macs`)."""
     return _cost(tuple(sorted(row['config'].items())))
